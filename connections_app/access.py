@@ -1,0 +1,71 @@
+"""Who may see and change what. Every view fetches objects through these helpers.
+
+Roles are Django groups made by a migration: Viewers see clients and connections; Editors also
+create, change, authorize and delete them; administrators are superusers. A signed-in person in
+neither group (an outsider) sees nothing: objects answer 404 so their existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+
+VIEWERS = "Viewers"
+EDITORS = "Editors"
+
+VIEW_PERMISSIONS = ["view_connection", "view_oauthclient", "view_scope"]
+EDIT_PERMISSIONS = [
+    *VIEW_PERMISSIONS,
+    "add_connection",
+    "change_connection",
+    "delete_connection",
+    "add_oauthclient",
+    "change_oauthclient",
+    "delete_oauthclient",
+]
+
+
+def can_view(user: Any) -> bool:
+    return bool(user.is_authenticated and user.has_perm("connections_app.view_connection"))
+
+
+def can_edit(user: Any) -> bool:
+    return bool(user.is_authenticated and user.has_perm("connections_app.change_connection"))
+
+
+def require_viewer(user: Any) -> None:
+    if not can_view(user):
+        raise PermissionDenied("You have no access to this portal's connections yet.")
+
+
+def require_editor(user: Any) -> None:
+    require_viewer(user)
+    if not can_edit(user):
+        raise PermissionDenied("Only editors can change connections and OAuth 2.0 clients.")
+
+
+def _get(queryset: Any, user: Any, code: uuid.UUID | str, edit: bool) -> Any:
+    if not can_view(user):
+        raise Http404
+    try:
+        obj = queryset.get(code=code)
+    except (queryset.model.DoesNotExist, ValueError, TypeError, ValidationError):
+        raise Http404 from None
+    if edit:
+        require_editor(user)
+    return obj
+
+
+def get_connection_for_user(user: Any, code: uuid.UUID | str, *, edit: bool = False) -> Any:
+    from connections_app.models import Connection
+
+    return _get(Connection.objects.select_related("client"), user, code, edit)
+
+
+def get_client_for_user(user: Any, code: uuid.UUID | str, *, edit: bool = False) -> Any:
+    from connections_app.models import OAuthClient
+
+    return _get(OAuthClient.objects.all(), user, code, edit)

@@ -1,0 +1,167 @@
+"""Django admin for the portal. Secrets are write-only here: never shown, blank keeps them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from allauth.account.decorators import secure_admin_login
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+
+from connections_app.models import (
+    AuditEvent,
+    AuthorizationAttempt,
+    Connection,
+    OAuthClient,
+    Scope,
+    ServiceKey,
+)
+
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
+admin.site.site_header = "Kroger connections administration"
+admin.site.site_title = "Kroger connections"
+
+
+class OAuthClientAdminForm(forms.ModelForm):
+    new_client_secret = forms.CharField(
+        label="Client secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave blank to keep the stored secret.",
+    )
+
+    class Meta:
+        model = OAuthClient
+        fields = ["name", "environment", "grant_type", "client_id"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not self.instance.client_secret and not cleaned.get("new_client_secret"):
+            self.add_error("new_client_secret", "Enter the client secret Kroger gave this app.")
+        return cleaned
+
+    def save(self, commit: bool = True) -> Any:
+        if self.cleaned_data.get("new_client_secret"):
+            self.instance.client_secret = self.cleaned_data["new_client_secret"]
+        return super().save(commit)
+
+
+@admin.register(OAuthClient)
+class OAuthClientAdmin(admin.ModelAdmin):
+    form = OAuthClientAdminForm
+    list_display = ["name", "environment", "grant_type", "client_id", "secret", "updated_at"]
+    list_filter = ["environment", "grant_type"]
+    search_fields = ["name", "client_id"]
+    readonly_fields = ["code", "secret", "created_by", "created_at", "updated_at"]
+    fields = [
+        "name",
+        "environment",
+        "grant_type",
+        "client_id",
+        "new_client_secret",
+        "secret",
+        "code",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ]
+
+    @admin.display(description="Client secret")
+    def secret(self, obj: OAuthClient) -> str:
+        return obj.secret_display
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Scope)
+class ScopeAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "allows_client_credentials"]
+    list_filter = ["allows_client_credentials"]
+    search_fields = ["name", "description"]
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    list_display = ["name", "environment", "client", "status", "token_expires_at", "updated_at"]
+    list_filter = ["status", "environment", "client__grant_type"]
+    list_select_related = ["client"]
+    search_fields = ["name", "client__name"]
+    filter_horizontal = ["scopes"]
+    readonly_fields = [
+        "code",
+        "status",
+        "status_reason",
+        "tokens",
+        "token_expires_at",
+        "granted_scopes",
+        "authorized_at",
+        "last_refreshed_at",
+        "refresh_failures",
+        "next_refresh_at",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ]
+    fields = ["name", "environment", "client", "scopes", "banner", *readonly_fields]
+
+    @admin.display(description="Tokens")
+    def tokens(self, obj: Connection) -> str:
+        access = "set" if obj.access_token else "not set"
+        refresh = "set" if obj.refresh_token else "not set"
+        return f"access token {access}; refresh token {refresh}"
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuthorizationAttempt)
+class AuthorizationAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["connection", "user", "environment", "created_at", "used_at"]
+    list_filter = ["environment"]
+    list_select_related = ["connection", "user"]
+    search_fields = ["connection__name"]
+    fields = ["connection", "user", "environment", "redirect_uri", "created_at", "used_at"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "action", "subject", "who", "detail"]
+    list_filter = ["action"]
+    list_select_related = ["actor"]
+    search_fields = ["subject", "detail", "actor_label"]
+    date_hierarchy = "at"
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ServiceKey)
+class ServiceKeyAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "key_prefix",
+        "all_connections",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    ]
+    list_filter = ["all_connections"]
+    search_fields = ["name", "key_prefix"]
+    readonly_fields = ["code", "key_prefix", "last_used_at", "created_by", "created_at"]
+    exclude = ["key_hash"]
+    filter_horizontal = ["connections"]

@@ -1,0 +1,86 @@
+"""Keep secrets out of logs and error reports."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from django.views.debug import SafeExceptionReporterFilter
+
+# Names whose values are secret wherever they appear: query strings, form bodies, JSON.
+SECRET_NAMES = (
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "code",
+    "code_verifier",
+    "state",
+    "password",
+    "authorization",
+    "api_key",
+)
+_NAMES = "|".join(SECRET_NAMES)
+_PATTERNS = [
+    # key=value in URLs and form bodies
+    re.compile(rf"(?i)\b({_NAMES})=([^&\s'\"]+)"),
+    # "key": "value" in JSON
+    re.compile(rf"(?i)(\"(?:{_NAMES})\"\s*:\s*\")([^\"]+)"),
+    # Authorization headers
+    re.compile(r"(?i)\b(Basic|Bearer)\s+([A-Za-z0-9._~+/=-]{8,})"),
+]
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    for pattern in _PATTERNS:
+        text = pattern.sub(_replace, text)
+    return text
+
+
+def _replace(match: re.Match[str]) -> str:
+    whole, value = match.group(0), match.group(2)
+    return whole[: len(whole) - len(value)] + REDACTED
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Rewrites every record's message so no token, code or secret reaches a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+class SecretsExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Error reports hide OAuth parameters (``code``, ``state``, ...) as well as passwords."""
+
+    hidden_settings = re.compile(
+        r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|ENCRYPTION", flags=re.IGNORECASE
+    )
+
+    def get_post_parameters(self, request: Any) -> Any:
+        params = super().get_post_parameters(request)
+        return self._cleanse(params)
+
+    def get_safe_request_meta(self, request: Any) -> dict[str, Any]:
+        meta = super().get_safe_request_meta(request)
+        for key in ("QUERY_STRING", "HTTP_AUTHORIZATION", "HTTP_REFERER", "REQUEST_URI"):
+            if key in meta:
+                meta[key] = self.cleansed_substitute
+        return meta
+
+    def _cleanse(self, params: Any) -> Any:
+        if params is None:
+            return params
+        cleansed = params.copy()
+        for name in SECRET_NAMES:
+            if name in cleansed:
+                cleansed[name] = self.cleansed_substitute
+        return cleansed

@@ -1,0 +1,378 @@
+"""The portal's domain: OAuth 2.0 clients, the scope catalogue, connections and their history.
+
+Domain rules live here as methods so that forms, views, admin and commands share them.
+Every secret is an ``EncryptedTextField``; nothing in this module logs or returns one
+except the explicit accessors the token operations use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from connections_app.crypto import fingerprint
+from connections_app.fields import EncryptedTextField
+
+# RFC 6749 scope-token: printable ASCII except space, double quote and backslash.
+scope_name_validator = RegexValidator(
+    r"^[\x21\x23-\x5B\x5D-\x7E]+$",
+    "A scope name is one word of printable characters, such as product.compact.",
+)
+
+
+class Environment(models.TextChoices):
+    PRODUCTION = "production", "Production"
+    CERTIFICATION = "certification", "Certification"
+
+    @property
+    def base_url(self) -> str:
+        return str(settings.KROGER_BASE_URLS[self.value])
+
+
+def environment_base_url(environment: str) -> str:
+    return str(settings.KROGER_BASE_URLS[environment])
+
+
+class GrantType(models.TextChoices):
+    AUTHORIZATION_CODE = "authorization_code", "Authorization code"
+    CLIENT_CREDENTIALS = "client_credentials", "Client credentials"
+
+
+class Scope(models.Model):
+    """The scope catalogue. Partner scopes are added by administrators in the admin."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[scope_name_validator])
+    description = models.CharField(max_length=200, blank=True)
+    allows_client_credentials = models.BooleanField(
+        "may be used with client credentials",
+        default=False,
+        help_text="Scopes that act for a shopper (cart, profile) need the authorization-code "
+        "grant and cannot be requested with client credentials.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def usable_with(self, grant_type: str) -> bool:
+        return grant_type != GrantType.CLIENT_CREDENTIALS or self.allows_client_credentials
+
+    def unusable_reason(self, grant_type: str) -> str:
+        if self.usable_with(grant_type):
+            return ""
+        return (
+            f"When the OAuth 2.0 client uses Client credentials, the {self.name} scope "
+            "cannot be selected."
+        )
+
+
+class OAuthClient(models.Model):
+    """An app registered at developer.kroger.com: its client ID and (encrypted) secret."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    environment = models.CharField(max_length=20, choices=Environment.choices)
+    grant_type = models.CharField(
+        max_length=30, choices=GrantType.choices, default=GrantType.AUTHORIZATION_CODE
+    )
+    client_id = models.CharField("client ID", max_length=200)
+    client_secret = EncryptedTextField("client secret")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "OAuth 2.0 client"
+        verbose_name_plural = "OAuth 2.0 clients"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def base_url(self) -> str:
+        return environment_base_url(self.environment)
+
+    @property
+    def secret_display(self) -> str:
+        """What pages may show of the secret: whether it is set and a short fingerprint."""
+        if not self.client_secret:
+            return "not set"
+        return f"set (fingerprint {fingerprint(self.client_secret)})"
+
+    def allows_scope(self, scope: Scope) -> bool:
+        return scope.usable_with(self.grant_type)
+
+
+class ConnectionStatus(models.TextChoices):
+    NOT_AUTHORIZED = "not_authorized", "Not authorized"
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"
+
+
+class Connection(models.Model):
+    """A named, authorized use of an OAuth 2.0 client with a set of scopes."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField("name", max_length=100, unique=True)
+    environment = models.CharField(max_length=20, choices=Environment.choices)
+    client = models.ForeignKey(
+        OAuthClient,
+        verbose_name="OAuth 2.0 client",
+        on_delete=models.PROTECT,
+        related_name="connections",
+    )
+    scopes = models.ManyToManyField(Scope, related_name="connections")
+    banner = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="Kroger banner that brands the consent page (e.g. ralphs); blank for Kroger.",
+    )
+
+    status = models.CharField(
+        max_length=20, choices=ConnectionStatus.choices, default=ConnectionStatus.NOT_AUTHORIZED
+    )
+    status_reason = models.CharField(max_length=255, blank=True)
+    access_token = EncryptedTextField()
+    refresh_token = EncryptedTextField()
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    granted_scopes = models.CharField(max_length=1000, blank=True)
+    authorized_at = models.DateTimeField(null=True, blank=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    refresh_failures = models.PositiveIntegerField(default=0)
+    next_refresh_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the worker next tries a refresh (after failures)."
+    )
+    failure_notified = models.BooleanField(
+        default=False, help_text="People were told of a failure and will be told of recovery."
+    )
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["status", "token_expires_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def base_url(self) -> str:
+        return environment_base_url(self.environment)
+
+    @property
+    def grant_type(self) -> str:
+        return self.client.grant_type
+
+    def scope_string(self) -> str:
+        """The scopes requested, space-delimited (RFC 6749 section 3.3)."""
+        return " ".join(sorted(scope.name for scope in self.scopes.all()))
+
+    @property
+    def is_authorized(self) -> bool:
+        return bool(self.access_token)
+
+    def token_valid_for(self, now: datetime | None = None) -> timedelta:
+        if not self.access_token or self.token_expires_at is None:
+            return timedelta(0)
+        return max(self.token_expires_at - (now or timezone.now()), timedelta(0))
+
+    def status_display(self) -> str:
+        label = self.get_status_display()
+        return f"{label}: {self.status_reason}" if self.status_reason else label
+
+    def store_tokens(
+        self,
+        *,
+        access_token: str,
+        expires_in: int,
+        refresh_token: str | None = None,
+        granted_scopes: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Keep a fresh token response; an omitted refresh token keeps the stored one."""
+        now = now or timezone.now()
+        self.access_token = access_token
+        self.token_expires_at = now + timedelta(seconds=expires_in)
+        if refresh_token:
+            self.refresh_token = refresh_token
+        if granted_scopes is not None:
+            self.granted_scopes = granted_scopes
+        self.status = ConnectionStatus.ONLINE
+        self.status_reason = ""
+        self.refresh_failures = 0
+        self.next_refresh_at = None
+        self.save()
+
+    def mark_offline(self, reason: str) -> None:
+        self.status = ConnectionStatus.OFFLINE
+        self.status_reason = reason[:255]
+        self.save(update_fields=["status", "status_reason", "updated_at"])
+
+    def forget_tokens(self) -> None:
+        self.access_token = ""
+        self.refresh_token = ""
+        self.token_expires_at = None
+        self.granted_scopes = ""
+        self.status = ConnectionStatus.NOT_AUTHORIZED
+        self.status_reason = ""
+        self.refresh_failures = 0
+        self.next_refresh_at = None
+        self.failure_notified = False
+        self.save()
+
+
+class AuthorizationAttempt(models.Model):
+    """One trip to Kroger's consent page: its ``state`` and PKCE verifier, bound to a user."""
+
+    LIFETIME = timedelta(minutes=10)
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    state_hash = models.CharField(max_length=64, unique=True)
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="authorization_attempts"
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    environment = models.CharField(max_length=20, choices=Environment.choices)
+    code_verifier = EncryptedTextField()
+    redirect_uri = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Authorization of {self.connection_id} started {self.created_at:%Y-%m-%d %H:%M}"
+
+    @staticmethod
+    def hash_state(state: str) -> str:
+        return hashlib.sha256(state.encode("utf-8")).hexdigest()
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return (now or timezone.now()) - self.created_at > self.LIFETIME
+
+
+class AuditAction(models.TextChoices):
+    CLIENT_CREATED = "client_created", "OAuth 2.0 client created"
+    CLIENT_CHANGED = "client_changed", "OAuth 2.0 client edited"
+    CLIENT_DELETED = "client_deleted", "OAuth 2.0 client deleted"
+    CONNECTION_CREATED = "connection_created", "Connection created"
+    CONNECTION_CHANGED = "connection_changed", "Connection edited"
+    CONNECTION_DELETED = "connection_deleted", "Connection deleted"
+    AUTHORIZATION_STARTED = "authorization_started", "Authorization started"
+    AUTHORIZED = "authorized", "Authorized"
+    AUTHORIZATION_FAILED = "authorization_failed", "Authorization failed"
+    REFRESHED = "refreshed", "Token refreshed"
+    REFRESH_FAILED = "refresh_failed", "Refresh failed"
+    TESTED = "tested", "Connection tested"
+    DISCONNECTED = "disconnected", "Disconnected"
+    TOKEN_ISSUED = "token_issued", "Access token handed to a service"
+    SERVICE_KEY_CREATED = "service_key_created", "Service key created"
+    SERVICE_KEY_REVOKED = "service_key_revoked", "Service key revoked"
+    KEYS_ROTATED = "keys_rotated", "Encryption keys rotated"
+
+
+class AuditEvent(models.Model):
+    """Who did what to which connection or client, and when. Never holds a secret value."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(
+        max_length=150, blank=True, help_text="Who acted when it was not a signed-in person."
+    )
+    action = models.CharField(max_length=40, choices=AuditAction.choices)
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    client = models.ForeignKey(
+        OAuthClient, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    service_key = models.ForeignKey(
+        "ServiceKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    subject = models.CharField(max_length=200, blank=True, help_text="Name at the time.")
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["connection", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.get_action_display()} {self.subject}"
+
+    @property
+    def who(self) -> str:
+        if self.actor_id is not None and self.actor is not None:
+            return str(self.actor.get_username())
+        return self.actor_label or "system"
+
+    @classmethod
+    def record(
+        cls,
+        action: str,
+        *,
+        actor: Any = None,
+        actor_label: str = "",
+        connection: Connection | None = None,
+        client: OAuthClient | None = None,
+        service_key: ServiceKey | None = None,
+        detail: str = "",
+    ) -> AuditEvent:
+        subject = str(connection or client or service_key or "")
+        user = actor if getattr(actor, "is_authenticated", False) else None
+        return cls.objects.create(
+            action=action,
+            actor=user,
+            actor_label=actor_label,
+            connection=connection,
+            client=client,
+            service_key=service_key,
+            subject=subject[:200],
+            detail=detail[:500],
+        )
+
+
+class ServiceKey(models.Model):
+    """A key the team's own services use to fetch access tokens. Stored only as a hash."""
+
+    PREFIX = "kcp_"
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    key_prefix = models.CharField(
+        max_length=20, unique=True, help_text="The start of the key, to recognise it."
+    )
+    key_hash = models.CharField(max_length=64, unique=True)
+    all_connections = models.BooleanField("may use all connections", default=False)
+    connections = models.ManyToManyField(Connection, blank=True, related_name="service_keys")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

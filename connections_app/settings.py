@@ -1,0 +1,334 @@
+"""Settings, configured by environment variables (see ``.env.example``).
+
+Each variable goes through a small typed reader that fails loudly, naming the variable, when
+its value cannot be parsed. Secrets also accept ``NAME_FILE`` (a path, for Docker secrets).
+Variables already set in the environment win over the ``.env`` file next to ``manage.py``.
+With ``DEBUG`` off the portal refuses to start on an insecure configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
+
+from connections_app.crypto import KeyConfigError, parse_keys
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+if os.environ.get("PORTAL_SKIP_DOTENV", "") != "1":
+    load_dotenv(BASE_DIR / ".env", override=False)
+
+
+class ConfigError(ImproperlyConfigured):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_secret(name: str) -> str:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (never both)."""
+    path = os.environ.get(f"{name}_FILE", "").strip()
+    if path:
+        if os.environ.get(name):
+            raise ConfigError(f"set either {name} or {name}_FILE, not both")
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+    return env_str(name)
+
+
+def env_url(name: str, default: str, *, loopback_http: bool = False) -> str:
+    value = env_str(name, default)
+    parts = urlsplit(value)
+    allowed = {"https"} | ({"http"} if loopback_http and _is_loopback(parts.hostname) else set())
+    if not parts.hostname or parts.scheme not in allowed:
+        hint = "https:// (http:// only for a loopback host)" if loopback_http else "http(s)://"
+        raise ConfigError(f"{name}={value!r} is not a usable URL: use {hint}")
+    return value
+
+
+def _is_loopback(host: str | None) -> bool:
+    return host in {"localhost", "::1"} or bool(host and host.startswith("127."))
+
+
+DEBUG = env_bool("DEBUG", False)
+
+INSECURE_SECRET_KEYS = {"", "change-me", "changeme", "django-insecure-development-only"}
+SECRET_KEY = env_secret("SECRET_KEY")
+if SECRET_KEY in INSECURE_SECRET_KEYS or SECRET_KEY.startswith("django-insecure"):
+    if not DEBUG:
+        raise ConfigError(
+            "SECRET_KEY is missing or a default: set a long random value "
+            "(`make run` writes one to .env; see README 'Deploy')"
+        )
+    SECRET_KEY = SECRET_KEY or "django-insecure-development-only"
+
+_raw_encryption_keys = env_secret("ENCRYPTION_KEYS")
+try:
+    parse_keys(_raw_encryption_keys)
+except KeyConfigError as exc:
+    raise ConfigError(
+        f"{exc} (ENCRYPTION_KEYS encrypts stored secrets; see README 'Encryption keys')"
+    ) from None
+ENCRYPTION_KEYS = _raw_encryption_keys
+
+PORT = env_int("PORT", 8000)
+SITE_URL = env_url("SITE_URL", f"http://127.0.0.1:{PORT}", loopback_http=True).rstrip("/")
+if not DEBUG and not SITE_URL.startswith("https://"):
+    raise ConfigError(
+        "SITE_URL must be an https:// address in production (Kroger sends shoppers back to it)"
+    )
+OAUTH_REDIRECT_URI = f"{SITE_URL}/oauth/callback/"
+_site_host = urlsplit(SITE_URL).hostname or "localhost"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or [_site_host]
+if DEBUG:
+    ALLOWED_HOSTS += ["localhost", "127.0.0.1", "[::1]"]
+CSRF_TRUSTED_ORIGINS = [SITE_URL]
+
+KROGER_BASE_URLS = {
+    "production": env_url(
+        "KROGER_PRODUCTION_URL", "https://api.kroger.com/v1/", loopback_http=True
+    ).rstrip("/")
+    + "/",
+    "certification": env_url(
+        "KROGER_CERTIFICATION_URL", "https://api-ce.kroger.com/v1/", loopback_http=True
+    ).rstrip("/")
+    + "/",
+}
+KROGER_TIMEOUT_SECONDS = env_int("KROGER_TIMEOUT_SECONDS", 15)
+
+ALLOWED_SIGNUP_DOMAINS = [d.lower().lstrip("@") for d in env_list("ALLOWED_SIGNUP_DOMAINS")]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "allauth",
+    "allauth.account",
+    "csp",
+    "connections_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "connections_app.urls"
+WSGI_APPLICATION = "connections_app.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+            conn_health_checks=True,
+        )
+    }
+except ValueError as exc:
+    raise ConfigError(f"DATABASE_URL cannot be parsed: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite ignores SELECT ... FOR UPDATE: immediate transactions serialize writers instead.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "portal_cache",
+    }
+}
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+ACCOUNT_ADAPTER = "connections_app.accounts.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "none")
+if ACCOUNT_EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
+    raise ConfigError("ACCOUNT_EMAIL_VERIFICATION must be none, optional or mandatory")
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = True
+ACCOUNT_SESSION_REMEMBER = None
+LOGIN_REDIRECT_URL = "/"
+LOGIN_URL = "account_login"
+
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"Kroger connections <noreply@{_site_host}>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# Security headers. The policy allows no inline script anywhere, in development too, so that
+# what works in development works in production.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'", *[url for url in KROGER_BASE_URLS.values()]],
+    }
+}
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"  # Strict would drop the session on the return from Kroger.
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 12)
+
+if not DEBUG:
+    _proxy_header = env_str("SECURE_PROXY_SSL_HEADER")  # e.g. "X-Forwarded-Proto: https"
+    if _proxy_header:
+        name, sep, value = _proxy_header.partition(":")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError("SECURE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https'")
+        SECURE_PROXY_SSL_HEADER = (
+            "HTTP_" + name.strip().upper().replace("-", "_"),
+            value.strip(),
+        )
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 365)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "connections_app.logging.RedactSecretsFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        },
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # At DEBUG these log request bodies and tokens.
+        "oauthlib": {"level": "WARNING"},
+        "requests_oauthlib": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "django.db.backends": {"level": "INFO"},
+    },
+}
+DEFAULT_EXCEPTION_REPORTER_FILTER = "connections_app.logging.SecretsExceptionReporterFilter"

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from connections_app.access import VIEWERS
+
+pytestmark = pytest.mark.django_db
+
+
+def sign_up(client: Any, email: str) -> Any:
+    return client.post(
+        "/accounts/signup/",
+        {
+            "email": email,
+            "password1": "a-Long-enough-pass-42",
+            "password2": "a-Long-enough-pass-42",
+        },
+    )
+
+
+def test_the_first_account_administers_the_portal(client: Any) -> None:
+    response = sign_up(client, "first@anywhere.example")
+    assert response.status_code == 302
+    user = get_user_model().objects.get(email="first@anywhere.example")
+    assert user.is_staff and user.is_superuser
+    assert client.get("/admin/").status_code == 200
+
+
+def test_later_sign_ups_need_an_allowed_domain(client: Any, settings: Any, admin_user: Any) -> None:
+    settings.ALLOWED_SIGNUP_DOMAINS = ["team.example"]
+    response = sign_up(client, "mallory@elsewhere.example")
+    assert response.status_code == 200
+    assert "Sign-up is open only to @team.example addresses" in response.content.decode()
+    assert not get_user_model().objects.filter(email="mallory@elsewhere.example").exists()
+
+    assert sign_up(client, "alice@team.example").status_code == 302
+    alice = get_user_model().objects.get(email="alice@team.example")
+    assert not alice.is_staff and not alice.is_superuser
+    assert list(alice.groups.values_list("name", flat=True)) == [VIEWERS]
+
+
+def test_without_allowed_domains_the_portal_is_invite_only(
+    client: Any, settings: Any, admin_user: Any
+) -> None:
+    settings.ALLOWED_SIGNUP_DOMAINS = []
+    response = sign_up(client, "bob@team.example")
+    assert "Sign Up Closed" in response.content.decode()
+    assert not get_user_model().objects.filter(email="bob@team.example").exists()
+
+
+def test_the_admin_is_reached_through_the_portal_sign_in(client: Any) -> None:
+    response = client.get("/admin/", follow=True)
+    final_url, _ = response.redirect_chain[-1]
+    assert final_url.startswith("/accounts/login/?next=")
+
+
+def test_a_member_who_is_not_staff_cannot_open_the_admin(client: Any, teammate: Any) -> None:
+    client.force_login(teammate)
+    assert client.get("/admin/", follow=True).status_code == 403
