@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -121,6 +122,26 @@ class ConnectionStatus(models.TextChoices):
     OFFLINE = "offline", "Offline"
 
 
+class TokenUnavailable(Exception):
+    """No usable access token can be handed out; ``code`` is stable, ``reason`` is for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_at: datetime
+    scope: str
+
+    def __repr__(self) -> str:
+        return f"AccessToken(expires_at={self.expires_at!r}, scope={self.scope!r})"
+
+
 class Connection(models.Model):
     """A named, authorized use of an OAuth 2.0 client with a set of scopes."""
 
@@ -191,6 +212,28 @@ class Connection(models.Model):
         if not self.access_token or self.token_expires_at is None:
             return timedelta(0)
         return max(self.token_expires_at - (now or timezone.now()), timedelta(0))
+
+    # How long a handed-out token must stay valid; below this it is refreshed first.
+    TOKEN_SAFETY_MARGIN = timedelta(minutes=2)
+
+    def get_access_token(self, *, actor_label: str = "") -> AccessToken:
+        """A usable access token: the stored one while it is valid for more than the safety
+        margin, otherwise a refreshed one (refresh grant, or a new client-credentials token),
+        obtained under a row lock so concurrent callers cause a single call to Kroger.
+
+        Raises TokenUnavailable (codes: ``not_authorized``, ``needs_reauthorization``,
+        ``kroger_unavailable``) when none can be had.
+        """
+        if self.status == ConnectionStatus.NOT_AUTHORIZED or not self.access_token:
+            raise TokenUnavailable("not_authorized", "This connection has not been authorized.")
+        if self.token_valid_for() > self.TOKEN_SAFETY_MARGIN and self.token_expires_at:
+            return AccessToken(
+                access_token=self.access_token,
+                token_type="bearer",  # noqa: S106 (a token type, not a secret)
+                expires_at=self.token_expires_at,
+                scope=self.granted_scopes or self.scope_string(),
+            )
+        raise NotImplementedError("refresh under a row lock: see the token lifecycle")
 
     def status_display(self) -> str:
         label = self.get_status_display()
