@@ -6,7 +6,8 @@ import logging
 import re
 from typing import Any
 
-from django.views.debug import SafeExceptionReporterFilter
+from django.http import HttpRequest
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 # Names whose values are secret wherever they appear: query strings, form bodies, JSON.
 SECRET_NAMES = (
@@ -67,7 +68,7 @@ class SecretsExceptionReporterFilter(SafeExceptionReporterFilter):
 
     def get_post_parameters(self, request: Any) -> Any:
         params = super().get_post_parameters(request)
-        return self._cleanse(params)
+        return self.hide_secret_names(params)
 
     def get_safe_request_meta(self, request: Any) -> dict[str, Any]:
         meta = super().get_safe_request_meta(request)
@@ -76,7 +77,18 @@ class SecretsExceptionReporterFilter(SafeExceptionReporterFilter):
                 meta[key] = self.cleansed_substitute
         return meta
 
-    def _cleanse(self, params: Any) -> Any:
+    def get_cleansed_multivaluedict(self, request: Any, multivaluedict: Any) -> Any:
+        # Covers request.GET and request.POST wherever they appear among a frame's variables.
+        return self.hide_secret_names(super().get_cleansed_multivaluedict(request, multivaluedict))
+
+    def cleanse_special_types(self, request: Any, value: Any) -> Any:
+        value = super().cleanse_special_types(request, value)
+        if isinstance(value, HttpRequest):
+            # A request's repr carries its full path, query string included.
+            return f"<{type(value).__name__}: {value.method} {value.path!r}>"
+        return value
+
+    def hide_secret_names(self, params: Any) -> Any:
         if params is None:
             return params
         cleansed = params.copy()
@@ -84,3 +96,25 @@ class SecretsExceptionReporterFilter(SafeExceptionReporterFilter):
             if name in cleansed:
                 cleansed[name] = self.cleansed_substitute
         return cleansed
+
+
+class SecretsExceptionReporter(ExceptionReporter):
+    """Error reports (mailed or logged) without the query string's secrets.
+
+    Django's own report lists ``request.GET`` and the full request URL unfiltered; the OAuth
+    callback carries ``code`` and ``state`` there.
+    """
+
+    def get_traceback_data(self) -> dict[str, Any]:
+        data = super().get_traceback_data()
+        request = self.request
+        if request is not None:
+            hidden = SecretsExceptionReporterFilter.cleansed_substitute
+            data["request_GET_items"] = (
+                SecretsExceptionReporterFilter().hide_secret_names(request.GET).items()
+            )
+            query = f"?{hidden}" if request.META.get("QUERY_STRING") else ""
+            data["request_insecure_uri"] = (
+                f"{request.scheme}://{request._get_raw_host()}{request.path}{query}"
+            )
+        return data

@@ -199,6 +199,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# One cache shared by every gunicorn worker and the token worker: allauth counts sign-in
+# attempts for its rate limits here (a per-process cache would multiply each limit).
+# `manage.py createcachetable` creates its table; the container entry script runs it.
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
@@ -332,3 +335,4 @@ LOGGING = {
     },
 }
 DEFAULT_EXCEPTION_REPORTER_FILTER = "connections_app.logging.SecretsExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "connections_app.logging.SecretsExceptionReporter"
