@@ -69,3 +69,13 @@ def get_client_for_user(user: Any, code: uuid.UUID | str, *, edit: bool = False)
     from connections_app.models import OAuthClient
 
     return _get(OAuthClient.objects.all(), user, code, edit)
+
+
+def get_connection_for_service_key(key: Any, code: uuid.UUID | str) -> Any:
+    """A connection the service key may use; 404 otherwise, so its existence is not revealed."""
+    from connections_app.models import Connection
+
+    try:
+        return key.usable_connections().select_related("client").get(code=code)
+    except (Connection.DoesNotExist, ValueError, TypeError, ValidationError):
+        raise Http404 from None

@@ -8,14 +8,17 @@ except the explicit accessors the token operations use.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from connections_app.crypto import fingerprint
@@ -419,3 +422,117 @@ class ServiceKey(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    # Keys carry 256 random bits, so one SHA-256 is as safe as a slow password hash (which
+    # protects guessable secrets) and keeps every API request cheap.
+    @staticmethod
+    def hash_key(raw: str) -> str:
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+    def set_new_secret(self) -> str:
+        """Give this key a new random value and return it; only its hash is kept."""
+        public_id = secrets.token_hex(4)
+        raw = f"{self.PREFIX}{public_id}_{secrets.token_urlsafe(32)}"
+        self.key_prefix = f"{self.PREFIX}{public_id}"
+        self.key_hash = self.hash_key(raw)
+        return raw
+
+    @classmethod
+    def create_key(
+        cls,
+        *,
+        name: str,
+        connections: Iterable[Connection] = (),
+        all_connections: bool = False,
+        expires_at: datetime | None = None,
+        created_by: Any = None,
+        actor_label: str = "",
+    ) -> tuple[ServiceKey, str]:
+        """A new key and its value, which is returned here once and never stored."""
+        user = created_by if getattr(created_by, "is_authenticated", False) else None
+        key = cls(name=name, all_connections=all_connections, expires_at=expires_at)
+        key.created_by = user
+        raw = key.set_new_secret()
+        with transaction.atomic():
+            key.save()
+            if not all_connections:
+                key.connections.set(list(connections))
+            key.record_created(actor=user, actor_label=actor_label)
+        return key, raw
+
+    def record_created(self, *, actor: Any = None, actor_label: str = "") -> None:
+        AuditEvent.record(
+            AuditAction.SERVICE_KEY_CREATED,
+            actor=actor,
+            actor_label=actor_label,
+            service_key=self,
+            detail=f"{self.key_prefix}…, may use {self.scope_display()}",
+        )
+
+    @classmethod
+    def authenticate(cls, raw: str, now: datetime | None = None) -> ServiceKey | None:
+        """The active key with this value, or None.
+
+        The lookup is by the hash of the presented value, so response times reveal nothing
+        about stored keys; the digest comparison after it is constant-time all the same.
+        """
+        if not raw.startswith(cls.PREFIX) or len(raw) > 200:
+            return None
+        digest = cls.hash_key(raw)
+        key = cls.objects.filter(key_hash=digest).first()
+        if key is None or not hmac.compare_digest(key.key_hash, digest):
+            return None
+        return key if key.is_active_at(now) else None
+
+    def is_active_at(self, now: datetime | None = None) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > (now or timezone.now())
+
+    @property
+    def is_active(self) -> bool:
+        return self.is_active_at()
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "active" if self.is_active else "expired"
+
+    def scope_display(self) -> str:
+        if self.all_connections:
+            return "all connections"
+        names = [connection.name for connection in self.connections.all()]
+        return ", ".join(names) if names else "no connections"
+
+    def usable_connections(self) -> models.QuerySet[Connection]:
+        if self.all_connections:
+            return Connection.objects.all()
+        return self.connections.all()
+
+    def may_use(self, connection: Connection) -> bool:
+        return self.all_connections or self.connections.filter(pk=connection.pk).exists()
+
+    # Writing last_used_at on every request would double the token endpoint's writes.
+    LAST_USED_PRECISION = timedelta(minutes=1)
+
+    def note_use(self, now: datetime | None = None) -> None:
+        now = now or timezone.now()
+        if self.last_used_at is None or now - self.last_used_at >= self.LAST_USED_PRECISION:
+            self.last_used_at = now
+            ServiceKey.objects.filter(pk=self.pk).update(last_used_at=now)
+
+    def revoke(self, *, actor: Any = None, actor_label: str = "") -> bool:
+        """Stop the key working at once. Returns False when it was already revoked."""
+        if self.revoked_at is not None:
+            return False
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["revoked_at"])
+        AuditEvent.record(
+            AuditAction.SERVICE_KEY_REVOKED,
+            actor=actor,
+            actor_label=actor_label,
+            service_key=self,
+            detail=f"{self.key_prefix}…",
+        )
+        return True

@@ -3,12 +3,22 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from connections_app import views
+from connections_app import api, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("clients/", views.client_list, name="client_list"),
+    path("clients/new/", views.client_create, name="client_create"),
+    path("clients/<uuid:code>/edit/", views.client_edit, name="client_edit"),
+    path("clients/<uuid:code>/delete/", views.client_delete, name="client_delete"),
+    path("connections/new/", views.connection_create, name="connection_create"),
+    path("connections/<uuid:code>/", views.connection_detail, name="connection_detail"),
+    path("connections/<uuid:code>/edit/", views.connection_edit, name="connection_edit"),
+    path("connections/<uuid:code>/delete/", views.connection_delete, name="connection_delete"),
     path("healthz", views.healthz, name="healthz"),
+    path("api/v1/connections/", api.connection_list, name="api_connection_list"),
+    path("api/v1/connections/<str:code>/token", api.connection_token, name="api_connection_token"),
+    path("api/v1/openapi.json", api.openapi, name="api_openapi"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

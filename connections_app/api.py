@@ -1,0 +1,155 @@
+"""The JSON API through which the team's own services fetch fresh access tokens.
+
+Services authenticate with a service key (``Authorization: Bearer kcp_…``), not a session, so
+these views are exempt from CSRF and read no cookies. Every response, errors included, carries
+``Cache-Control: no-store``: a token must never sit in a cache. The API is described by
+``openapi.json`` next to this module, which a test keeps true to these views.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache, wraps
+from pathlib import Path
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from connections_app.access import get_connection_for_service_key
+from connections_app.models import AuditAction, AuditEvent, Connection, ServiceKey, TokenUnavailable
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+ApiView = Callable[..., HttpResponse]
+
+
+def error(status: int, code: str, message: str) -> JsonResponse:
+    response = JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _unauthorized(message: str, *, invalid: bool) -> JsonResponse:
+    response = error(401, "unauthorized", message)
+    # RFC 6750 section 3: name the scheme; say "invalid_token" only when one was presented.
+    challenge = 'Bearer realm="api"'
+    if invalid:
+        challenge += ', error="invalid_token"'
+    response["WWW-Authenticate"] = challenge
+    return response
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def api_view(view: Callable[..., HttpResponse]) -> ApiView:
+    """GET only, never cached, and a JSON 404 for connections the key may not see."""
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            response: HttpResponse = error(
+                405, "method_not_allowed", "This endpoint only answers GET requests."
+            )
+            response["Allow"] = "GET, HEAD"
+            return response
+        try:
+            response = view(request, *args, **kwargs)
+        except Http404:
+            response = error(
+                404,
+                "not_found",
+                "There is no such connection, or this service key may not use it.",
+            )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    return wrapped
+
+
+def service_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        raw = _bearer(request)
+        if raw is None:
+            return _unauthorized(
+                "Send a service key: Authorization: Bearer <service key>.", invalid=False
+            )
+        key = ServiceKey.authenticate(raw)
+        if key is None:
+            return _unauthorized(
+                "This service key is not valid: it is unknown, revoked or expired.", invalid=True
+            )
+        key.note_use()
+        request.service_key = key  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _connection_json(connection: Connection) -> dict[str, Any]:
+    return {
+        "id": str(connection.code),
+        "name": connection.name,
+        "environment": connection.environment,
+        "scopes": sorted(scope.name for scope in connection.scopes.all()),
+        "status": connection.status,
+        "expires_at": connection.token_expires_at.isoformat()
+        if connection.token_expires_at
+        else None,
+    }
+
+
+@api_view
+@service_key_required
+def connection_list(request: HttpRequest) -> HttpResponse:
+    key: ServiceKey = request.service_key  # type: ignore[attr-defined]
+    connections = key.usable_connections().prefetch_related("scopes").order_by("name")
+    return JsonResponse({"connections": [_connection_json(c) for c in connections]})
+
+
+@api_view
+@service_key_required
+def connection_token(request: HttpRequest, code: str) -> HttpResponse:
+    key: ServiceKey = request.service_key  # type: ignore[attr-defined]
+    connection = get_connection_for_service_key(key, code)
+    label = f"service key {key.name}"
+    try:
+        token = connection.get_access_token(actor_label=label)
+    except TokenUnavailable as exc:
+        return error(409, exc.code, exc.reason)
+    AuditEvent.record(
+        AuditAction.TOKEN_ISSUED,
+        actor_label=label,
+        connection=connection,
+        service_key=key,
+        detail=f"valid until {token.expires_at:%Y-%m-%d %H:%M:%S %Z}",
+    )
+    return JsonResponse(
+        {
+            "access_token": token.access_token,
+            "token_type": token.token_type,
+            "expires_at": token.expires_at.isoformat(),
+            "scope": token.scope,
+            "environment": connection.environment,
+            "base_url": connection.base_url,
+        }
+    )
+
+
+@cache
+def _openapi_document() -> bytes:
+    # Parsed and re-serialized once, so a malformed file fails at the first request.
+    return json.dumps(json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))).encode()
+
+
+@api_view
+def openapi(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(_openapi_document(), content_type="application/json")

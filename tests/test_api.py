@@ -1,0 +1,382 @@
+"""The service API: service keys fetch the connections they may use and fresh access tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from connections_app.models import (
+    AuditAction,
+    AuditEvent,
+    Connection,
+    ConnectionStatus,
+    Environment,
+    OAuthClient,
+    ServiceKey,
+    TokenUnavailable,
+)
+
+pytestmark = pytest.mark.django_db
+
+ACCESS = "access-token-Api7Ks02Lq"
+REFRESH = "refresh-token-Api3Nz84Wx"
+
+
+@pytest.fixture
+def authorized(connection: Connection) -> Connection:
+    connection.store_tokens(
+        access_token=ACCESS,
+        refresh_token=REFRESH,
+        expires_in=1800,
+        granted_scopes="cart.basic:write product.compact",
+    )
+    return connection
+
+
+@pytest.fixture
+def other_connection(cc_client: OAuthClient) -> Connection:
+    other = Connection.objects.create(
+        name="Catalogue", environment=Environment.CERTIFICATION, client=cc_client
+    )
+    other.store_tokens(access_token="other-access-token-Zx91", expires_in=1800)
+    return other
+
+
+@pytest.fixture
+def key(authorized: Connection) -> tuple[ServiceKey, str]:
+    return ServiceKey.create_key(name="Shopping list service", connections=[authorized])
+
+
+def api(client: Client, url: str, raw: str | None, method: str = "get") -> Any:
+    headers = {"Authorization": f"Bearer {raw}"} if raw is not None else {}
+    return getattr(client, method)(url, headers=headers)
+
+
+def token_url(connection: Connection) -> str:
+    return f"/api/v1/connections/{connection.code}/token"
+
+
+def expires_at(connection: Connection) -> str:
+    assert connection.token_expires_at is not None
+    return connection.token_expires_at.isoformat()
+
+
+# --- Listing -------------------------------------------------------------------------------
+
+
+def test_it_lists_only_the_connections_the_key_may_use(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection, other_connection: Any
+) -> None:
+    response = api(client, "/api/v1/connections/", key[1])
+    assert response.status_code == 200
+    assert response.json() == {
+        "connections": [
+            {
+                "id": str(authorized.code),
+                "name": "Store cart",
+                "environment": "production",
+                "scopes": ["cart.basic:write", "product.compact"],
+                "status": "online",
+                "expires_at": expires_at(authorized),
+            }
+        ]
+    }
+
+
+def test_a_key_for_all_connections_lists_every_connection(
+    client: Client, authorized: Connection, other_connection: Connection
+) -> None:
+    _, raw = ServiceKey.create_key(name="Everything", all_connections=True)
+    response = api(client, "/api/v1/connections/", raw)
+    assert [c["name"] for c in response.json()["connections"]] == ["Catalogue", "Store cart"]
+
+
+def test_a_never_authorized_connection_is_listed_without_expiry(
+    client: Client, connection: Connection
+) -> None:
+    _, raw = ServiceKey.create_key(name="Lister", connections=[connection])
+    listed = api(client, "/api/v1/connections/", raw).json()["connections"]
+    assert listed[0]["status"] == "not_authorized"
+    assert listed[0]["expires_at"] is None
+
+
+# --- Tokens --------------------------------------------------------------------------------
+
+
+def test_it_hands_out_a_valid_stored_token(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    response = api(client, token_url(authorized), key[1])
+    assert response.status_code == 200
+    assert response.json() == {
+        "access_token": ACCESS,
+        "token_type": "bearer",
+        "expires_at": expires_at(authorized),
+        "scope": "cart.basic:write product.compact",
+        "environment": "production",
+        "base_url": "https://api.kroger.com/v1/",
+    }
+
+
+def test_it_records_each_token_handed_out_without_the_token(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    api(client, token_url(authorized), key[1])
+    api(client, token_url(authorized), key[1])
+    events = AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED)
+    assert events.count() == 2
+    event = events.first()
+    assert event is not None
+    assert event.service_key == key[0]
+    assert event.connection == authorized
+    assert event.actor_label == "service key Shopping list service"
+    assert timezone.now() - event.at < timedelta(minutes=1)
+    for field in (event.detail, event.subject, event.actor_label):
+        assert ACCESS not in field
+        assert key[1] not in field
+
+
+def test_a_key_for_all_connections_gets_any_token(
+    client: Client, other_connection: Connection
+) -> None:
+    _, raw = ServiceKey.create_key(name="Everything", all_connections=True)
+    response = api(client, token_url(other_connection), raw)
+    assert response.status_code == 200
+    assert response.json()["access_token"] == "other-access-token-Zx91"
+    assert response.json()["base_url"] == "https://api-ce.kroger.com/v1/"
+
+
+def test_a_never_authorized_connection_answers_409_not_authorized(
+    client: Client, connection: Connection
+) -> None:
+    _, raw = ServiceKey.create_key(name="Early bird", connections=[connection])
+    response = api(client, token_url(connection), raw)
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": {"code": "not_authorized", "message": "This connection has not been authorized."}
+    }
+    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+
+
+@pytest.mark.parametrize("code", ["needs_reauthorization", "kroger_unavailable"])
+def test_an_unavailable_token_answers_409_with_the_code_and_reason(
+    client: Client,
+    key: tuple[ServiceKey, str],
+    authorized: Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    code: str,
+) -> None:
+    def unavailable(self: Connection, *, actor_label: str = "") -> Any:
+        raise TokenUnavailable(code, f"Kroger said no ({code}).")
+
+    monkeypatch.setattr(Connection, "get_access_token", unavailable)
+    response = api(client, token_url(authorized), key[1])
+    assert response.status_code == 409
+    assert response.json() == {"error": {"code": code, "message": f"Kroger said no ({code})."}}
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_it_passes_the_key_name_as_the_actor_of_a_refresh(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection, monkeypatch: Any
+) -> None:
+    seen: list[str] = []
+    original = Connection.get_access_token
+
+    def spy(self: Connection, *, actor_label: str = "") -> Any:
+        seen.append(actor_label)
+        return original(self, actor_label=actor_label)
+
+    monkeypatch.setattr(Connection, "get_access_token", spy)
+    api(client, token_url(authorized), key[1])
+    assert seen == ["service key Shopping list service"]
+
+
+# --- Keys that do not work -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["/api/v1/connections/", "token"])
+def test_a_missing_key_answers_401_with_a_bearer_challenge(
+    client: Client, authorized: Connection, url: str
+) -> None:
+    response = api(client, token_url(authorized) if url == "token" else url, None)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert response["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "kcp_abc", "Token kcp_abc"],
+)
+def test_a_malformed_authorization_header_answers_401(
+    client: Client, authorized: Connection, header: str
+) -> None:
+    response = client.get(token_url(authorized), headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["kcp_00000000_notarealkeyatallnotarealkeyatall0000000", "ghp_something", "kcp_" + "x" * 300],
+)
+def test_an_unknown_key_answers_401_invalid_token(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection, raw: str
+) -> None:
+    response = api(client, token_url(authorized), raw)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="api", error="invalid_token"'
+
+
+def test_a_key_with_one_character_changed_answers_401(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    raw = key[1]
+    tampered = raw[:-1] + ("A" if raw[-1] != "A" else "B")
+    assert api(client, token_url(authorized), tampered).status_code == 401
+
+
+def test_a_revoked_key_stops_working_at_once(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    assert api(client, token_url(authorized), key[1]).status_code == 200
+    key[0].revoke(actor_label="test")
+    response = api(client, token_url(authorized), key[1])
+    assert response.status_code == 401
+    assert api(client, "/api/v1/connections/", key[1]).status_code == 401
+
+
+def test_an_expired_key_answers_401(client: Client, authorized: Connection) -> None:
+    _, raw = ServiceKey.create_key(
+        name="Old", connections=[authorized], expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert api(client, token_url(authorized), raw).status_code == 401
+    assert api(client, "/api/v1/connections/", raw).status_code == 401
+
+
+def test_a_key_that_expires_later_works(client: Client, authorized: Connection) -> None:
+    _, raw = ServiceKey.create_key(
+        name="New", connections=[authorized], expires_at=timezone.now() + timedelta(days=1)
+    )
+    assert api(client, token_url(authorized), raw).status_code == 200
+
+
+def test_a_connection_the_key_may_not_use_answers_404(
+    client: Client, key: tuple[ServiceKey, str], other_connection: Connection
+) -> None:
+    response = api(client, token_url(other_connection), key[1])
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert response["Cache-Control"] == "no-store"
+    assert "other-access-token" not in response.content.decode()
+
+
+@pytest.mark.parametrize("code", ["00000000-0000-4000-8000-000000000000", "not-a-uuid", "1"])
+def test_an_unknown_connection_answers_404_like_a_forbidden_one(
+    client: Client, key: tuple[ServiceKey, str], code: str
+) -> None:
+    response = api(client, f"/api/v1/connections/{code}/token", key[1])
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_key_without_connections_gets_nothing(client: Client, authorized: Connection) -> None:
+    _, raw = ServiceKey.create_key(name="Nothing")
+    assert api(client, "/api/v1/connections/", raw).json() == {"connections": []}
+    assert api(client, token_url(authorized), raw).status_code == 404
+
+
+# --- HTTP behaviour --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_only_get_is_answered(
+    method: str, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    # A client that enforces CSRF like a browser would: bearer auth needs no CSRF token.
+    strict = Client(enforce_csrf_checks=True)
+    response = api(strict, token_url(authorized), key[1], method)
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+    assert response["Cache-Control"] == "no-store"
+    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+
+
+def test_every_answer_forbids_caching(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    answers = [
+        api(client, "/api/v1/connections/", key[1]),
+        api(client, token_url(authorized), key[1]),
+        api(client, token_url(authorized), None),
+        api(client, "/api/v1/connections/00000000-0000-4000-8000-000000000000/token", key[1]),
+        client.get("/api/v1/openapi.json"),
+    ]
+    for response in answers:
+        assert response["Cache-Control"] == "no-store", response
+
+
+def test_a_session_does_not_stand_in_for_a_key(
+    client: Client, admin_user: Any, authorized: Connection
+) -> None:
+    client.force_login(admin_user)
+    assert client.get(token_url(authorized)).status_code == 401
+
+
+# --- Bookkeeping ---------------------------------------------------------------------------
+
+
+def test_it_records_when_the_key_was_last_used_at_most_once_a_minute(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    assert key[0].last_used_at is None
+    api(client, token_url(authorized), key[1])
+    key[0].refresh_from_db()
+    first = key[0].last_used_at
+    assert first is not None and timezone.now() - first < timedelta(seconds=30)
+    api(client, "/api/v1/connections/", key[1])
+    key[0].refresh_from_db()
+    assert key[0].last_used_at == first
+    ServiceKey.objects.filter(pk=key[0].pk).update(last_used_at=first - timedelta(minutes=2))
+    api(client, "/api/v1/connections/", key[1])
+    key[0].refresh_from_db()
+    assert key[0].last_used_at is not None and key[0].last_used_at > first
+
+
+def test_a_token_request_makes_few_queries(
+    client: Client,
+    key: tuple[ServiceKey, str],
+    authorized: Connection,
+    django_assert_max_num_queries: Any,
+) -> None:
+    # Key by hash, connection (with its client) scoped to the key, the audit row. The first
+    # request of a minute also stamps last_used_at.
+    with django_assert_max_num_queries(4):
+        assert api(client, token_url(authorized), key[1]).status_code == 200
+    with django_assert_max_num_queries(3):
+        assert api(client, token_url(authorized), key[1]).status_code == 200
+
+
+def test_listing_makes_a_constant_number_of_queries(
+    client: Client,
+    authorized: Connection,
+    other_connection: Connection,
+    django_assert_max_num_queries: Any,
+) -> None:
+    _, raw = ServiceKey.create_key(name="Everything", all_connections=True)
+    api(client, "/api/v1/connections/", raw)
+    with django_assert_max_num_queries(3):
+        assert len(api(client, "/api/v1/connections/", raw).json()["connections"]) == 2
+
+
+def test_an_offline_connection_with_a_valid_token_is_listed_as_offline(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    authorized.mark_offline("Kroger refused the refresh token.")
+    listed = api(client, "/api/v1/connections/", key[1]).json()["connections"]
+    assert listed[0]["status"] == ConnectionStatus.OFFLINE
