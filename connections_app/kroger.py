@@ -1,0 +1,446 @@
+"""Every HTTP call to Kroger: one function per endpoint, each with a timeout, and its errors.
+
+Base URLs come only from ``settings.KROGER_BASE_URLS`` (never from user input). Every failure
+becomes a ``KrogerError`` whose ``message`` tells people what most likely went wrong and what
+to check; no message, log line or exception here ever holds a secret.
+
+Why the token endpoint is called with ``requests`` rather than ``OAuth2Session.fetch_token``:
+oauthlib refuses plain ``http://`` unless the process-wide ``OAUTHLIB_INSECURE_TRANSPORT``
+environment variable is set, and it reads that variable on every call, in every thread. There
+is no per-session switch, and the portal must allow ``http://`` for loopback hosts only (a
+local fake Kroger in tests and development) while every other thread keeps insisting on
+HTTPS. So the transport rule lives in ``_base_url`` below, the form bodies are the three
+RFC 6749 grants spelled out, and one code path serves the real Kroger and the fake alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import requests
+from django.conf import settings
+from requests.auth import HTTPBasicAuth
+
+logger = logging.getLogger(__name__)
+
+ENVIRONMENT_LABELS = {"production": "Production", "certification": "Certification"}
+TRANSIENT_KINDS = frozenset({"network", "timeout", "server", "garbage", "rate_limited"})
+
+# Token requests: who is calling, for messages that fit the situation.
+AUTHORIZATION_CODE = "authorization_code"
+REFRESH = "refresh_token"
+CLIENT_CREDENTIALS = "client_credentials"
+API = "api"
+
+
+class KrogerError(Exception):
+    """A call to Kroger failed. ``message`` is for people and never holds a secret."""
+
+    def __init__(
+        self, kind: str, message: str, *, status: int | None = None, grant: str = API
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.message = message
+        self.grant = grant
+
+    def __repr__(self) -> str:
+        return f"KrogerError(kind={self.kind!r}, status={self.status!r})"
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying later: Kroger or the network was unwell, not our credentials."""
+        return self.kind in TRANSIENT_KINDS
+
+    @property
+    def grant_dead(self) -> bool:
+        """The stored grant can no longer be used: someone has to authorize again."""
+        return self.kind == "invalid_grant" or (self.grant == REFRESH and self.status == 400)
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    access_token: str = field(repr=False)
+    expires_in: int
+    token_type: str
+    refresh_token: str | None = field(default=None, repr=False)
+    scope: str | None = None
+
+
+# --- PKCE and the consent page ------------------------------------------------------------
+
+
+def new_state() -> str:
+    """A ``state`` value with 256 bits of randomness."""
+    return secrets.token_urlsafe(32)
+
+
+def new_code_verifier() -> str:
+    """A PKCE verifier (RFC 7636: 43-128 unreserved characters); 64 chars, 384 bits."""
+    return secrets.token_urlsafe(48)
+
+
+def code_challenge(code_verifier: str) -> str:
+    """The S256 challenge of a verifier: BASE64URL(SHA256(verifier)) without padding."""
+    digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def authorization_url(
+    *,
+    environment: str,
+    client_id: str,
+    redirect_uri: str,
+    scopes: list[str],
+    state: str,
+    code_challenge: str,
+    banner: str = "",
+) -> str:
+    """Where to send the browser for the shopper's consent (no HTTP call is made here)."""
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": " ".join(scopes),
+        "state": state,
+        "code_challenge": code_challenge,
+        "code_challenge_method": "S256",
+    }
+    if banner:
+        params["banner"] = banner
+    return f"{_base_url(environment)}connect/oauth2/authorize?{urlencode(params)}"
+
+
+# --- Token endpoint ------------------------------------------------------------------------
+
+
+def exchange_code(
+    *,
+    environment: str,
+    client_id: str,
+    client_secret: str,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str,
+) -> TokenResponse:
+    """Trade an authorization code for tokens (with the PKCE verifier and the same redirect URI)."""
+    return _token_request(
+        environment,
+        client_id,
+        client_secret,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier,
+        },
+        grant=AUTHORIZATION_CODE,
+    )
+
+
+def refresh_token(
+    *, environment: str, client_id: str, client_secret: str, refresh_token: str
+) -> TokenResponse:
+    """Use a refresh token. Kroger rotates them: the one passed in is dead afterwards."""
+    return _token_request(
+        environment,
+        client_id,
+        client_secret,
+        {"grant_type": "refresh_token", "refresh_token": refresh_token},
+        grant=REFRESH,
+    )
+
+
+def client_credentials(
+    *, environment: str, client_id: str, client_secret: str, scopes: list[str]
+) -> TokenResponse:
+    """An app token without a shopper (no refresh token: fetch a new one when it expires)."""
+    data = {"grant_type": "client_credentials"}
+    if scopes:
+        data["scope"] = " ".join(scopes)
+    return _token_request(environment, client_id, client_secret, data, grant=CLIENT_CREDENTIALS)
+
+
+def _token_request(
+    environment: str, client_id: str, client_secret: str, data: dict[str, str], *, grant: str
+) -> TokenResponse:
+    url = f"{_base_url(environment)}connect/oauth2/token"
+    response = _send(
+        environment,
+        "POST",
+        url,
+        grant=grant,
+        data=data,
+        auth=HTTPBasicAuth(client_id, client_secret),
+        headers={"Accept": "application/json"},
+    )
+    body = _json_body(environment, response, grant)
+    if response.status_code != 200 or "error" in body:
+        raise _log(_token_error(environment, response.status_code, body, grant))
+    return _token_response(environment, body, grant)
+
+
+def _token_response(environment: str, body: dict[str, Any], grant: str) -> TokenResponse:
+    access_token = body.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise _log(_garbage(environment, 200, grant, "a token response without an access token"))
+    try:
+        # Kroger documents 1800 seconds; the value of each response wins when present.
+        expires_in = int(body.get("expires_in", 1800))
+    except (TypeError, ValueError):
+        raise _log(_garbage(environment, 200, grant, "an unreadable expires_in")) from None
+    refresh = body.get("refresh_token")
+    scope = body.get("scope")
+    return TokenResponse(
+        access_token=access_token,
+        expires_in=max(expires_in, 0),
+        token_type=str(body.get("token_type") or "bearer"),
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        scope=scope if isinstance(scope, str) else None,
+    )
+
+
+def _token_error(environment: str, status: int, body: dict[str, Any], grant: str) -> KrogerError:
+    env = ENVIRONMENT_LABELS.get(environment, environment)
+    error = str(body.get("error") or "")
+    description = _short(str(body.get("error_description") or ""))
+    said = f" Kroger said: {description}" if description else ""
+    if "redirect_uri" in description.lower() or "redirect uri" in description.lower():
+        return KrogerError(
+            "redirect_uri",
+            "Kroger refused the redirect URI. Check that the redirect URI registered for this "
+            f"app at developer.kroger.com is exactly {settings.OAUTH_REDIRECT_URI}.{said}",
+            status=status,
+            grant=grant,
+        )
+    if error == "invalid_client" or status == 401:
+        return KrogerError(
+            "invalid_client",
+            "Kroger did not accept the client ID and secret. Check the client secret, and that "
+            f"the app is registered for the {env} environment (credentials of one environment "
+            "are refused by the other).",
+            status=status,
+            grant=grant,
+        )
+    if error == "invalid_grant":
+        if grant == REFRESH:
+            message = (
+                "Kroger refused the refresh token: it was used already, expired or was revoked. "
+                "Authorize the connection again."
+            )
+        else:
+            message = (
+                "Kroger refused the authorization code: it expired or was already used. "
+                "Start the authorization again."
+            )
+        return KrogerError("invalid_grant", message + said, status=status, grant=grant)
+    if error == "invalid_scope":
+        return KrogerError(
+            "invalid_scope",
+            "Kroger refused the requested scopes. Check the scopes assigned to the app at "
+            "developer.kroger.com, and that shopper scopes (cart, profile) are not requested "
+            f"with client credentials.{said}",
+            status=status,
+            grant=grant,
+        )
+    if error == "unauthorized_client":
+        return KrogerError(
+            "error",
+            "Kroger does not allow this app to use this grant type. Check the app's settings "
+            f"at developer.kroger.com.{said}",
+            status=status,
+            grant=grant,
+        )
+    if status == 403:
+        return KrogerError(
+            "forbidden",
+            f"Kroger refused the request (HTTP 403). Check the app's access in {env}.{said}",
+            status=status,
+            grant=grant,
+        )
+    label = f"{error} (HTTP {status})" if error else f"HTTP {status}"
+    return KrogerError(
+        "error", f"Kroger refused the token request: {label}.{said}", status=status, grant=grant
+    )
+
+
+# --- API endpoints -------------------------------------------------------------------------
+
+
+def get_profile(*, environment: str, access_token: str) -> dict[str, Any]:
+    """The shopper's profile; Kroger forbids storing the ID, so callers must not keep it."""
+    return _api_get(environment, "identity/profile", access_token, {})
+
+
+def get_locations(
+    *, environment: str, access_token: str, zip_code: str = "45202"
+) -> dict[str, Any]:
+    return _api_get(environment, "locations", access_token, {"filter.zipCode.near": zip_code})
+
+
+def get_products(*, environment: str, access_token: str, term: str = "milk") -> dict[str, Any]:
+    return _api_get(environment, "products", access_token, {"filter.term": term})
+
+
+def _api_get(
+    environment: str, path: str, access_token: str, params: dict[str, str]
+) -> dict[str, Any]:
+    env = ENVIRONMENT_LABELS.get(environment, environment)
+    response = _send(
+        environment,
+        "GET",
+        f"{_base_url(environment)}{path}",
+        grant=API,
+        params=params,
+        headers={"Accept": "application/json", "Authorization": f"Bearer {access_token}"},
+    )
+    status = response.status_code
+    if status == 401:
+        raise _log(
+            KrogerError(
+                "unauthorized",
+                "Kroger refused the access token: it expired or was revoked. Refresh the token "
+                "or authorize the connection again.",
+                status=status,
+            )
+        )
+    if status == 403:
+        raise _log(
+            KrogerError(
+                "forbidden",
+                f"Kroger refused {path}: the token lacks a required scope, or the app may not "
+                f"use this API in {env}. Check the scopes assigned to the app and granted to "
+                "the connection.",
+                status=status,
+            )
+        )
+    body = _json_body(environment, response, API)
+    if status != 200:
+        reason = _short(str(_api_reason(body)))
+        said = f" Kroger said: {reason}" if reason else ""
+        raise _log(
+            KrogerError("error", f"Kroger refused {path} (HTTP {status}).{said}", status=status)
+        )
+    return body
+
+
+def _api_reason(body: dict[str, Any]) -> Any:
+    errors = body.get("errors")
+    if isinstance(errors, dict):
+        return errors.get("reason") or errors.get("code") or ""
+    return body.get("error_description") or body.get("error") or ""
+
+
+# --- Transport -----------------------------------------------------------------------------
+
+
+def _base_url(environment: str) -> str:
+    """The configured base URL, ending in '/'; https, or http for a loopback host only."""
+    try:
+        url = str(settings.KROGER_BASE_URLS[environment])
+    except KeyError:
+        raise KrogerError("error", f"Unknown Kroger environment {environment!r}.") from None
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        raise KrogerError(
+            "error",
+            f"The Kroger address for {environment} must use https:// (plain http:// only for "
+            "a loopback host). Check KROGER_PRODUCTION_URL / KROGER_CERTIFICATION_URL.",
+        )
+    return url if url.endswith("/") else url + "/"
+
+
+def _is_loopback(host: str | None) -> bool:
+    return host in {"localhost", "::1"} or bool(host and host.startswith("127."))
+
+
+def _send(environment: str, method: str, url: str, *, grant: str, **kwargs: Any) -> Any:
+    env = ENVIRONMENT_LABELS.get(environment, environment)
+    try:
+        response = requests.request(
+            method,
+            url,
+            timeout=settings.KROGER_TIMEOUT_SECONDS,
+            allow_redirects=False,
+            **kwargs,
+        )
+    except requests.Timeout:
+        raise _log(
+            KrogerError(
+                "timeout",
+                f"Kroger ({env}) did not answer within {settings.KROGER_TIMEOUT_SECONDS} "
+                "seconds. Try again in a few minutes.",
+                grant=grant,
+            )
+        ) from None
+    except requests.RequestException as exc:
+        raise _log(
+            KrogerError(
+                "network",
+                f"Could not reach Kroger ({env}): {type(exc).__name__}. Check this server's "
+                "network and DNS, and the configured Kroger address.",
+                grant=grant,
+            )
+        ) from None
+    status = response.status_code
+    if status == 429:
+        raise _log(
+            KrogerError(
+                "rate_limited",
+                "Kroger's daily rate limit for this app is spent (HTTP 429). It resets 24 hours "
+                "after the first call of the day.",
+                status=status,
+                grant=grant,
+            )
+        )
+    if status >= 500:
+        raise _log(
+            KrogerError(
+                "server",
+                f"Kroger ({env}) had a server error (HTTP {status}). Try again in a few minutes.",
+                status=status,
+                grant=grant,
+            )
+        )
+    return response
+
+
+def _json_body(environment: str, response: Any, grant: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise _log(_garbage(environment, response.status_code, grant, "a reply that is not JSON"))
+    return body
+
+
+def _garbage(environment: str, status: int, grant: str, what: str) -> KrogerError:
+    env = ENVIRONMENT_LABELS.get(environment, environment)
+    return KrogerError(
+        "garbage",
+        f"Kroger ({env}) sent {what} (HTTP {status}). Check that the configured Kroger address "
+        "is the API's base URL; if it is, Kroger may be having trouble: try again later.",
+        status=status,
+        grant=grant,
+    )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _log(error: KrogerError) -> KrogerError:
+    # Only the kind, status and grant: messages never hold secrets, but stay terse in logs.
+    logger.warning(
+        "Kroger call failed: kind=%s status=%s grant=%s", error.kind, error.status, error.grant
+    )
+    return error
