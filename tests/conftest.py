@@ -6,6 +6,7 @@ Access levels: ``admin`` (superuser), ``owner`` (an editor who created the objec
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from django.contrib.auth.models import Group
 
 from connections_app.access import EDITORS, VIEWERS
 from connections_app.models import Connection, Environment, GrantType, OAuthClient, Scope
+from tests.fakes.fake_kroger import FakeKroger
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PASSWORD = "correct-horse-battery-staple"
@@ -129,6 +131,24 @@ def connection(oauth_client: OAuthClient, owner: Any) -> Connection:
     )
     conn.scopes.set(Scope.objects.filter(name__in=["product.compact", "cart.basic:write"]))
     return conn
+
+
+# --- Fake Kroger ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_kroger(settings: Any) -> Iterator[FakeKroger]:
+    """A fake Kroger on 127.0.0.1 that both environments point at (see tests/fakes)."""
+    fake = FakeKroger().start()
+    settings.KROGER_BASE_URLS = {"production": fake.url, "certification": fake.url}
+    settings.KROGER_TIMEOUT_SECONDS = 2
+    fake.timeout_sleep = 2.5
+    # The browser is sent to Kroger by a redirect after a form POST: form-action must allow it.
+    policy = copy.deepcopy(settings.CONTENT_SECURITY_POLICY)
+    policy["DIRECTIVES"]["form-action"] = [*policy["DIRECTIVES"]["form-action"], fake.url]
+    settings.CONTENT_SECURITY_POLICY = policy
+    yield fake
+    fake.stop()
 
 
 # --- Browser ---------------------------------------------------------------------------------

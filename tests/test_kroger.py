@@ -1,0 +1,329 @@
+"""connections_app.kroger against the fake Kroger over real HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from connections_app import kroger
+from connections_app.kroger import KrogerError
+from tests.fakes.fake_kroger import FakeKroger
+
+CLIENT_ID = "shopping-app-1234"
+SECRET = "unit-secret-Hq2Lw9"
+REDIRECT_URI = "https://portal.test/oauth/callback/"
+
+
+@pytest.fixture
+def fake(fake_kroger: FakeKroger) -> FakeKroger:
+    fake_kroger.register_client(
+        CLIENT_ID, SECRET, {"product.compact", "cart.basic:write", "profile.compact"}
+    )
+    return fake_kroger
+
+
+def consent(fake: FakeKroger, *, scopes: list[str], verifier: str, state: str = "st") -> str:
+    """Walk the fake's consent page as a shopper clicking Accept; return the code."""
+    url = kroger.authorization_url(
+        environment="production",
+        client_id=CLIENT_ID,
+        redirect_uri=REDIRECT_URI,
+        scopes=scopes,
+        state=state,
+        code_challenge=kroger.code_challenge(verifier),
+    )
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    answer = requests.post(
+        f"{fake.url}connect/oauth2/authorize",
+        data={**query, "decision": "accept"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    location = parse_qs(urlsplit(answer.headers["Location"]).query)
+    assert location["state"] == [state]
+    return location["code"][0]
+
+
+def exchange(code: str, verifier: str, **overrides: Any) -> kroger.TokenResponse:
+    arguments = {
+        "environment": "production",
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier,
+        **overrides,
+    }
+    return kroger.exchange_code(**arguments)
+
+
+def test_authorization_url_carries_every_parameter(settings: Any) -> None:
+    url = kroger.authorization_url(
+        environment="certification",
+        client_id="app id",
+        redirect_uri=REDIRECT_URI,
+        scopes=["product.compact", "cart.basic:write"],
+        state="the-state",
+        code_challenge="challenge",
+        banner="ralphs",
+    )
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == (
+        settings.KROGER_BASE_URLS["certification"] + "connect/oauth2/authorize"
+    )
+    assert parse_qs(parts.query) == {
+        "response_type": ["code"],
+        "client_id": ["app id"],
+        "redirect_uri": [REDIRECT_URI],
+        "scope": ["product.compact cart.basic:write"],
+        "state": ["the-state"],
+        "code_challenge": ["challenge"],
+        "code_challenge_method": ["S256"],
+        "banner": ["ralphs"],
+    }
+
+
+def test_authorization_url_leaves_out_an_empty_banner() -> None:
+    url = kroger.authorization_url(
+        environment="production",
+        client_id="a",
+        redirect_uri=REDIRECT_URI,
+        scopes=["product.compact"],
+        state="s",
+        code_challenge="c",
+    )
+    assert "banner" not in parse_qs(urlsplit(url).query)
+
+
+def test_code_challenge_is_rfc_7636_s256() -> None:
+    # The example of RFC 7636 appendix B.
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert kroger.code_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    assert len(kroger.new_code_verifier()) >= 43
+    assert len(kroger.new_state()) >= 43
+
+
+def test_it_exchanges_a_code_with_basic_auth_verifier_and_redirect_uri(fake: FakeKroger) -> None:
+    verifier = kroger.new_code_verifier()
+    code = consent(fake, scopes=["product.compact", "cart.basic:write"], verifier=verifier)
+
+    tokens = exchange(code, verifier)
+
+    assert tokens.access_token in fake.access_tokens
+    assert tokens.refresh_token in fake.refresh_tokens
+    assert tokens.expires_in == 1800
+    assert tokens.scope == "product.compact cart.basic:write"
+    call = fake.token_calls[-1]
+    assert call["basic_auth"] is True
+    assert call["client_id"] == CLIENT_ID
+    assert "client_secret" not in call
+    assert call["redirect_uri"] == REDIRECT_URI
+    assert call["code_verifier"] == verifier
+
+
+def test_token_response_repr_hides_the_tokens(fake: FakeKroger) -> None:
+    verifier = kroger.new_code_verifier()
+    tokens = exchange(consent(fake, scopes=["product.compact"], verifier=verifier), verifier)
+    assert tokens.access_token not in repr(tokens)
+    assert str(tokens.refresh_token) not in repr(tokens)
+
+
+def test_a_code_works_once(fake: FakeKroger) -> None:
+    verifier = kroger.new_code_verifier()
+    code = consent(fake, scopes=["product.compact"], verifier=verifier)
+    exchange(code, verifier)
+    with pytest.raises(KrogerError) as caught:
+        exchange(code, verifier)
+    assert caught.value.kind == "invalid_grant"
+    assert "authorization code" in caught.value.message
+
+
+def test_a_wrong_verifier_is_refused(fake: FakeKroger) -> None:
+    verifier = kroger.new_code_verifier()
+    code = consent(fake, scopes=["product.compact"], verifier=verifier)
+    with pytest.raises(KrogerError) as caught:
+        exchange(code, kroger.new_code_verifier())
+    assert caught.value.kind == "invalid_grant"
+
+
+def test_a_different_redirect_uri_is_reported_as_such(fake: FakeKroger) -> None:
+    verifier = kroger.new_code_verifier()
+    code = consent(fake, scopes=["product.compact"], verifier=verifier)
+    with pytest.raises(KrogerError) as caught:
+        exchange(code, verifier, redirect_uri="https://portal.test/oauth/callback")
+    assert caught.value.kind == "redirect_uri"
+    assert "redirect URI registered" in caught.value.message
+
+
+def test_a_wrong_secret_is_invalid_client(fake: FakeKroger) -> None:
+    verifier = kroger.new_code_verifier()
+    code = consent(fake, scopes=["product.compact"], verifier=verifier)
+    with pytest.raises(KrogerError) as caught:
+        exchange(code, verifier, client_secret="wrong-secret-value")
+    error = caught.value
+    assert (error.kind, error.status, error.transient, error.grant_dead) == (
+        "invalid_client",
+        401,
+        False,
+        False,
+    )
+    assert "client secret" in error.message
+    assert "Production environment" in error.message
+    assert "wrong-secret-value" not in error.message
+
+
+def test_refresh_tokens_rotate_and_the_old_one_is_dead(fake: FakeKroger) -> None:
+    _, refresh = fake.issue_tokens(CLIENT_ID, ["cart.basic:write"])
+    new = kroger.refresh_token(
+        environment="production", client_id=CLIENT_ID, client_secret=SECRET, refresh_token=refresh
+    )
+    assert new.refresh_token and new.refresh_token != refresh
+    assert fake.token_calls[-1]["basic_auth"] is True
+
+    with pytest.raises(KrogerError) as caught:
+        kroger.refresh_token(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            refresh_token=refresh,
+        )
+    assert caught.value.kind == "invalid_grant"
+    assert caught.value.status == 400
+    assert caught.value.grant_dead
+    assert "Authorize the connection again" in caught.value.message
+
+
+def test_client_credentials_get_a_token_without_refresh_token(fake: FakeKroger) -> None:
+    tokens = kroger.client_credentials(
+        environment="certification",
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        scopes=["product.compact"],
+    )
+    assert tokens.refresh_token is None
+    assert fake.token_calls[-1]["grant_type"] == "client_credentials"
+    assert fake.token_calls[-1]["scope"] == "product.compact"
+
+
+def test_client_credentials_refuse_shopper_scopes(fake: FakeKroger) -> None:
+    with pytest.raises(KrogerError) as caught:
+        kroger.client_credentials(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            scopes=["cart.basic:write"],
+        )
+    assert caught.value.kind == "invalid_scope"
+    assert "scopes assigned to the app" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("failure", "kind", "hint", "transient"),
+    [
+        ("500", "server", "server error", True),
+        ("timeout", "timeout", "did not answer within 2 seconds", True),
+        ("garbage", "garbage", "not JSON", True),
+        ("invalid_grant", "invalid_grant", "refresh token", False),
+        ("invalid_client", "invalid_client", "client secret", False),
+        ("invalid_scope", "invalid_scope", "scopes assigned to the app", False),
+        ("redirect_uri", "redirect_uri", "redirect URI registered", False),
+    ],
+)
+def test_each_token_failure_has_a_kind_and_a_message(
+    fake: FakeKroger, failure: str, kind: str, hint: str, transient: bool
+) -> None:
+    _, refresh = fake.issue_tokens(CLIENT_ID, ["cart.basic:write"])
+    fake.fail_token(failure)
+    with pytest.raises(KrogerError) as caught:
+        kroger.refresh_token(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            refresh_token=refresh,
+        )
+    assert caught.value.kind == kind
+    assert hint in caught.value.message
+    assert caught.value.transient is transient
+    assert refresh not in caught.value.message
+
+
+def test_an_unreachable_kroger_is_a_network_error(settings: Any) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.KROGER_BASE_URLS = {"production": f"http://127.0.0.1:{port}/v1/"}
+    with pytest.raises(KrogerError) as caught:
+        kroger.client_credentials(
+            environment="production", client_id="a", client_secret="b", scopes=[]
+        )
+    assert caught.value.kind == "network"
+    assert caught.value.transient
+
+
+def test_plain_http_is_refused_for_a_host_that_is_not_loopback(settings: Any) -> None:
+    settings.KROGER_BASE_URLS = {"production": "http://api.kroger.example/v1/"}
+    with pytest.raises(KrogerError) as caught:
+        kroger.client_credentials(
+            environment="production", client_id="a", client_secret="b", scopes=[]
+        )
+    assert "https://" in caught.value.message
+
+
+def test_rate_limit_is_transient(fake: FakeKroger) -> None:
+    access, _ = fake.issue_tokens(CLIENT_ID, ["product.compact"])
+    fake.fail_api(429)
+    with pytest.raises(KrogerError) as caught:
+        kroger.get_locations(environment="production", access_token=access)
+    assert caught.value.kind == "rate_limited"
+    assert caught.value.transient
+
+
+def test_api_endpoints_need_a_valid_bearer_token(fake: FakeKroger) -> None:
+    access, _ = fake.issue_tokens(CLIENT_ID, ["product.compact", "profile.compact"])
+    assert kroger.get_profile(environment="production", access_token=access)["data"]["id"]
+    locations = kroger.get_locations(environment="production", access_token=access)
+    assert locations["data"][0]["zipCode"] == "45202"
+    assert kroger.get_products(environment="production", access_token=access)["data"]
+    assert fake.api_calls == ["identity/profile", "locations", "products"]
+
+    with pytest.raises(KrogerError) as caught:
+        kroger.get_locations(environment="production", access_token="not-a-token")
+    assert caught.value.kind == "unauthorized"
+
+    fake.expire_access_tokens()
+    with pytest.raises(KrogerError) as caught:
+        kroger.get_locations(environment="production", access_token=access)
+    assert caught.value.kind == "unauthorized"
+
+
+def test_profile_without_its_scope_is_forbidden(fake: FakeKroger) -> None:
+    access, _ = fake.issue_tokens(CLIENT_ID, ["product.compact"])
+    with pytest.raises(KrogerError) as caught:
+        kroger.get_profile(environment="production", access_token=access)
+    assert caught.value.kind == "forbidden"
+    assert "scope" in caught.value.message
+
+
+def test_failures_are_logged_without_secrets(
+    fake: FakeKroger, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, refresh = fake.issue_tokens(CLIENT_ID, ["cart.basic:write"])
+    caplog.set_level(logging.DEBUG)
+    for failure in ("invalid_grant", "garbage", "500"):
+        fake.fail_token(failure)
+        with pytest.raises(KrogerError):
+            kroger.refresh_token(
+                environment="production",
+                client_id=CLIENT_ID,
+                client_secret=SECRET,
+                refresh_token=refresh,
+            )
+    assert "Kroger call failed: kind=invalid_grant" in caplog.text
+    assert refresh not in caplog.text
+    assert SECRET not in caplog.text
