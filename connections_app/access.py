@@ -79,3 +79,9 @@ def get_connection_for_service_key(key: Any, code: uuid.UUID | str) -> Any:
         return key.usable_connections().select_related("client").get(code=code)
     except (Connection.DoesNotExist, ValueError, TypeError, ValidationError):
         raise Http404 from None
+
+
+def require_administrator(user: Any) -> None:
+    """Service keys reach every connection they name: only administrators manage them."""
+    if not (user.is_authenticated and user.is_superuser):
+        raise PermissionDenied("Only administrators manage service keys.")

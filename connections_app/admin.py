@@ -6,8 +6,12 @@ from typing import Any
 
 from allauth.account.decorators import secure_admin_login
 from django import forms
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 
 from connections_app.models import (
     AuditEvent,
@@ -150,18 +154,82 @@ class AuditEventAdmin(ReadOnlyAdmin):
         return False
 
 
+class ServiceKeyStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
 @admin.register(ServiceKey)
 class ServiceKeyAdmin(admin.ModelAdmin):
+    """The key itself is generated on save and shown once, on the page after "Save"."""
+
     list_display = [
         "name",
         "key_prefix",
+        "state",
         "all_connections",
         "expires_at",
+        "last_used_at",
+        "created_at",
+    ]
+    list_filter = [ServiceKeyStateFilter, "all_connections"]
+    search_fields = ["name", "key_prefix"]
+    readonly_fields = [
+        "code",
+        "key_prefix",
         "revoked_at",
         "last_used_at",
+        "created_by",
+        "created_at",
     ]
-    list_filter = ["all_connections"]
-    search_fields = ["name", "key_prefix"]
-    readonly_fields = ["code", "key_prefix", "last_used_at", "created_by", "created_at"]
-    exclude = ["key_hash"]
+    fields = ["name", "all_connections", "connections", "expires_at", *readonly_fields]
     filter_horizontal = ["connections"]
+    actions = ["revoke_keys"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+            obj.new_key = obj.set_new_secret()
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change:
+            form.instance.record_created(actor=request.user)
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        # Rendered straight away rather than passed through messages, which would keep the
+        # key in a cookie or the session store.
+        response = TemplateResponse(
+            request,
+            "admin/connections_app/servicekey/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "key": obj,
+                "raw_key": getattr(obj, "new_key", ""),
+                "title": f"Service key {obj.name} created",
+            },
+        )
+        add_never_cache_headers(response)
+        return response
+
+    @admin.action(description="Revoke the selected service keys")
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ServiceKey]) -> None:
+        revoked = sum(key.revoke(actor=request.user) for key in queryset)
+        self.message_user(request, f"Revoked {revoked} service key(s).", messages.SUCCESS)

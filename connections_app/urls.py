@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from connections_app import api, views
+from connections_app import api, service_keys, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -19,6 +19,13 @@ urlpatterns = [
     path("api/v1/connections/", api.connection_list, name="api_connection_list"),
     path("api/v1/connections/<str:code>/token", api.connection_token, name="api_connection_token"),
     path("api/v1/openapi.json", api.openapi, name="api_openapi"),
+    path("service-keys/", service_keys.service_key_list, name="service_key_list"),
+    path("service-keys/new/", service_keys.service_key_create, name="service_key_create"),
+    path(
+        "service-keys/<uuid:code>/revoke/",
+        service_keys.service_key_revoke,
+        name="service_key_revoke",
+    ),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

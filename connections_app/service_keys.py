@@ -1,0 +1,105 @@
+"""The administrators' "Service keys" pages: list, create (the key is shown once), revoke.
+
+Kept apart from ``views.py`` because these serve the API's credentials, not connections.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+
+from connections_app.access import require_administrator
+from connections_app.models import Connection, ServiceKey
+
+
+class ServiceKeyForm(forms.Form):
+    name = forms.CharField(
+        label="Name",
+        max_length=100,
+        help_text="The service that will use the key, e.g. Shopping list service.",
+    )
+    all_connections = forms.BooleanField(
+        label="May use all connections, including ones added later", required=False
+    )
+    connections = forms.ModelMultipleChoiceField(
+        label="Connections it may use",
+        queryset=Connection.objects.order_by("name"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    expires_in_days = forms.IntegerField(
+        label="Expires after (days)",
+        required=False,
+        min_value=1,
+        max_value=3650,
+        help_text="Leave blank for a key that works until it is revoked.",
+    )
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"].strip()
+        if ServiceKey.objects.filter(name__iexact=name).exists():
+            raise forms.ValidationError("A service key has this name already.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not cleaned.get("all_connections") and not cleaned.get("connections"):
+            self.add_error("connections", "Choose the connections the key may use, or all.")
+        return cleaned
+
+    def create(self, user: Any) -> tuple[ServiceKey, str]:
+        days = self.cleaned_data.get("expires_in_days")
+        all_connections = bool(self.cleaned_data["all_connections"])
+        return ServiceKey.create_key(
+            name=self.cleaned_data["name"],
+            connections=[] if all_connections else self.cleaned_data["connections"],
+            all_connections=all_connections,
+            expires_at=timezone.now() + timedelta(days=days) if days else None,
+            created_by=user,
+        )
+
+
+def _get_key(code: uuid.UUID) -> ServiceKey:
+    try:
+        return ServiceKey.objects.get(code=code)
+    except (ServiceKey.DoesNotExist, ValueError):
+        raise Http404 from None
+
+
+@login_required
+def service_key_list(request: HttpRequest) -> HttpResponse:
+    require_administrator(request.user)
+    keys = ServiceKey.objects.prefetch_related("connections").select_related("created_by")
+    return render(request, "connections/service_key_list.html", {"keys": keys})
+
+
+@login_required
+@never_cache
+def service_key_create(request: HttpRequest) -> HttpResponse:
+    require_administrator(request.user)
+    form = ServiceKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        key, raw = form.create(request.user)
+        # Rendered here, not redirected: the key must not pass through messages or sessions.
+        return render(request, "connections/service_key_created.html", {"key": key, "raw_key": raw})
+    return render(request, "connections/service_key_form.html", {"form": form})
+
+
+@login_required
+def service_key_revoke(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    require_administrator(request.user)
+    key = _get_key(code)
+    if request.method == "POST":
+        if key.revoke(actor=request.user):
+            messages.success(request, f"Service key {key.name} is revoked: it no longer works.")
+        return redirect("service_key_list")
+    return render(request, "connections/service_key_revoke.html", {"key": key})
