@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from collections.abc import Iterable
@@ -18,13 +19,18 @@ from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
-from django.db import models, transaction
+from django.db import DatabaseError, models, transaction
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from connections_app import kroger, notifications
 from connections_app.crypto import fingerprint
 from connections_app.fields import EncryptedTextField
 
 # RFC 6749 scope-token: printable ASCII except space, double quote and backslash.
+logger = logging.getLogger(__name__)
+
 scope_name_validator = RegexValidator(
     r"^[\x21\x23-\x5B\x5D-\x7E]+$",
     "A scope name is one word of printable characters, such as product.compact.",
@@ -145,6 +151,37 @@ class AccessToken:
         return f"AccessToken(expires_at={self.expires_at!r}, scope={self.scope!r})"
 
 
+# The status reason of a connection whose grant Kroger refused: only a person can fix it.
+NEEDS_REAUTHORIZATION = "Needs reauthorization"
+KROGER_UNREACHABLE = "Kroger unreachable"
+
+
+@dataclass
+class RefreshOutcome:
+    """What one locked refresh did: for its caller, the worker's log line and the emails."""
+
+    summary: str  # one line for logs and people; never a secret
+    token: AccessToken | None = None  # a still-usable token, even after a failed refresh
+    error: TokenUnavailable | None = None
+    refreshed: bool = False
+    notify: str = ""  # "failure", "recovery" or ""
+    notify_detail: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectionTest:
+    """The result of "Test connection", for people (never the profile ID)."""
+
+    ok: bool
+    endpoint: str
+    message: str
+
+
+def refresh_backoff(failures: int) -> timedelta:
+    """How long to wait before the next refresh after ``failures`` failures in a row."""
+    return min(timedelta(minutes=1) * 2 ** max(failures - 1, 0), timedelta(minutes=30))
+
+
 class Connection(models.Model):
     """A named, authorized use of an OAuth 2.0 client with a set of scopes."""
 
@@ -236,7 +273,385 @@ class Connection(models.Model):
                 expires_at=self.token_expires_at,
                 scope=self.granted_scopes or self.scope_string(),
             )
-        raise NotImplementedError("refresh under a row lock: see the token lifecycle")
+        return self.refresh(actor_label=actor_label)
+
+    @property
+    def needs_reauthorization(self) -> bool:
+        return (
+            self.status == ConnectionStatus.OFFLINE and self.status_reason == NEEDS_REAUTHORIZATION
+        )
+
+    def current_token(self) -> AccessToken | None:
+        """The stored access token while it has not expired (however soon it will)."""
+        if self.token_valid_for() <= timedelta(0) or self.token_expires_at is None:
+            return None
+        return AccessToken(
+            access_token=self.access_token,
+            token_type="bearer",  # noqa: S106 (a token type, not a secret)
+            expires_at=self.token_expires_at,
+            scope=self.granted_scopes or self.scope_string(),
+        )
+
+    def refresh(self, force: bool = False, actor: Any = None, actor_label: str = "") -> AccessToken:
+        """Get a new access token under the row lock, unless another caller just did.
+
+        Without ``force`` (the path of ``get_access_token``) a token still valid for more than
+        the safety margin is returned as is, and Kroger is not called while a failed refresh
+        is backing off. With ``force`` ("Refresh token" on the connection page) Kroger is
+        called unless another caller refreshed while this one waited for the lock.
+        Raises TokenUnavailable when no usable token can be had (or, with ``force``, when the
+        refresh failed).
+        """
+        started = timezone.now()
+        locked = Connection.objects.filter(pk=self.pk).select_for_update(of=("self",))
+        claimed = self._refresh_claimed(
+            locked, force=force, since=started, actor=actor, actor_label=actor_label
+        )
+        assert claimed is not None  # a blocking lock always gets the row
+        fresh, outcome = claimed
+        for model_field in self._meta.concrete_fields:  # this instance now shows the new state
+            self.__dict__[model_field.attname] = fresh.__dict__[model_field.attname]
+        if outcome.token is not None and not (force and outcome.error):
+            return outcome.token
+        assert outcome.error is not None
+        raise outcome.error
+
+    @classmethod
+    def due_for_refresh(
+        cls,
+        *,
+        now: datetime | None = None,
+        window: timedelta = timedelta(minutes=5),
+        max_age: timedelta = timedelta(hours=24),
+    ) -> QuerySet[Connection]:
+        """Connections the worker should refresh now: the token expires within ``window``, or
+        an authorization-code grant was last renewed over ``max_age`` ago (so that idle ones
+        never reach Kroger's six-month limit on refresh tokens). Skips those waiting for a
+        person (not authorized, needs reauthorization) and those backing off after a failure.
+        """
+        now = now or timezone.now()
+        expiring = Q(token_expires_at__isnull=True) | Q(token_expires_at__lte=now + window)
+        stale_grant = Q(
+            client__grant_type=GrantType.AUTHORIZATION_CODE, renewed_at__lt=now - max_age
+        )
+        return (
+            cls.objects.alias(
+                renewed_at=Coalesce("last_refreshed_at", "authorized_at", "created_at")
+            )
+            .exclude(status=ConnectionStatus.NOT_AUTHORIZED)
+            .exclude(access_token="")
+            .exclude(status=ConnectionStatus.OFFLINE, status_reason=NEEDS_REAUTHORIZATION)
+            .filter(Q(next_refresh_at__isnull=True) | Q(next_refresh_at__lte=now))
+            .filter(expiring | stale_grant)
+        )
+
+    @classmethod
+    def refresh_if_due(
+        cls, pk: int, *, window: timedelta = timedelta(minutes=5), actor_label: str = "worker"
+    ) -> tuple[Connection, RefreshOutcome] | None:
+        """The worker's refresh of one connection: claimed with SKIP LOCKED (PostgreSQL), so
+        that when several workers run, whoever holds the row does the work and the others move
+        on; re-checked for being due under the lock, so a connection just refreshed by another
+        worker is left alone. None when the connection was skipped.
+        """
+        now = timezone.now()
+        claim = (
+            cls.due_for_refresh(now=now, window=window)
+            .filter(pk=pk)
+            .select_for_update(skip_locked=True, of=("self",))
+        )
+        return cls._refresh_claimed(
+            claim, force=True, since=None, actor=None, actor_label=actor_label
+        )
+
+    @classmethod
+    def _refresh_claimed(
+        cls,
+        claim: QuerySet[Connection],
+        *,
+        force: bool,
+        since: datetime | None,
+        actor: Any,
+        actor_label: str,
+    ) -> tuple[Connection, RefreshOutcome] | None:
+        """Lock the row ``claim`` selects, refresh it in the same transaction, then email.
+
+        PostgreSQL: SELECT ... FOR UPDATE makes every other caller wait here until this
+        transaction commits, and the row they then read holds the token obtained here.
+        SQLite ignores FOR UPDATE; the settings open every transaction with BEGIN IMMEDIATE,
+        so the database write lock is already held when this read runs, with the same effect.
+
+        The HTTP call to Kroger happens while the transaction (and the lock) is open. That is
+        the accepted trade-off: it is what makes concurrent callers cause exactly one token
+        request, and a rotated refresh token is never lost between the call and the save. The
+        call is bounded by KROGER_TIMEOUT_SECONDS, so waiters wait at most that long.
+        """
+        with transaction.atomic():
+            connection = claim.select_related("client").first()
+            if connection is None:
+                return None
+            outcome = connection._refresh_locked(
+                force=force, since=since, actor=actor, actor_label=actor_label
+            )
+        connection._notify(outcome)
+        return connection, outcome
+
+    def _refresh_locked(
+        self, *, force: bool, since: datetime | None, actor: Any, actor_label: str
+    ) -> RefreshOutcome:
+        now = timezone.now()
+        if self.status == ConnectionStatus.NOT_AUTHORIZED or not self.access_token:
+            error = TokenUnavailable("not_authorized", "This connection has not been authorized.")
+            return RefreshOutcome("not authorized", error=error)
+        refreshed_meanwhile = (
+            since is not None
+            and self.last_refreshed_at is not None
+            and self.last_refreshed_at >= since
+        )
+        if (not force and self.token_valid_for(now) > self.TOKEN_SAFETY_MARGIN) or (
+            force and refreshed_meanwhile
+        ):
+            return RefreshOutcome("refreshed by another caller", token=self.current_token())
+        if self.needs_reauthorization:
+            error = TokenUnavailable("needs_reauthorization", NEEDS_REAUTHORIZATION)
+            return RefreshOutcome("needs reauthorization", token=self.current_token(), error=error)
+        if not force and self.next_refresh_at is not None and self.next_refresh_at > now:
+            # Backing off: every caller in the meantime would otherwise wait for its own
+            # timeout, one after another, behind the lock.
+            reason = self.status_reason or f"{KROGER_UNREACHABLE}: the last refresh failed."
+            error = TokenUnavailable(
+                "kroger_unavailable", f"{reason} Next try at {self.next_refresh_at:%H:%M:%S} UTC."
+            )
+            return RefreshOutcome("backing off", token=self.current_token(), error=error)
+        try:
+            response = self._request_token()
+        except kroger.KrogerError as exc:
+            return self._refresh_failed(exc, now=now, actor=actor, actor_label=actor_label)
+        return self._refresh_succeeded(response, now=now, actor=actor, actor_label=actor_label)
+
+    def _request_token(self) -> kroger.TokenResponse:
+        client = self.client
+        if client.grant_type == GrantType.CLIENT_CREDENTIALS:
+            return kroger.client_credentials(
+                environment=self.environment,
+                client_id=client.client_id,
+                client_secret=client.client_secret,
+                scopes=sorted(scope.name for scope in self.scopes.all()),
+            )
+        if not self.refresh_token:
+            raise kroger.KrogerError(
+                "invalid_grant",
+                "No refresh token is stored for this connection. Authorize it again.",
+                grant=kroger.REFRESH,
+            )
+        return kroger.refresh_token(
+            environment=self.environment,
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            refresh_token=self.refresh_token,
+        )
+
+    def _refresh_succeeded(
+        self, response: kroger.TokenResponse, *, now: datetime, actor: Any, actor_label: str
+    ) -> RefreshOutcome:
+        recovered = self.failure_notified
+        rotated = bool(response.refresh_token)
+        try:
+            # A savepoint: if the save fails, the transaction stays usable to record that.
+            with transaction.atomic():
+                self.last_refreshed_at = now
+                self.failure_notified = False
+                self.store_tokens(
+                    access_token=response.access_token,
+                    expires_in=response.expires_in,
+                    refresh_token=response.refresh_token,
+                    granted_scopes=response.scope,
+                    now=now,
+                )
+                AuditEvent.record(
+                    AuditAction.REFRESHED,
+                    actor=actor,
+                    actor_label=actor_label,
+                    connection=self,
+                    detail=f"New access token valid for {response.expires_in // 60} minutes"
+                    + ("; the refresh token was rotated" if rotated else ""),
+                )
+        except DatabaseError as exc:
+            return self._save_failed(exc, rotated=rotated, actor=actor, actor_label=actor_label)
+        assert self.token_expires_at is not None
+        return RefreshOutcome(
+            f"refreshed, valid until {self.token_expires_at:%H:%M:%S} UTC",
+            token=self.current_token(),
+            refreshed=True,
+            notify="recovery" if recovered else "",
+        )
+
+    def _save_failed(
+        self, exc: DatabaseError, *, rotated: bool, actor: Any, actor_label: str
+    ) -> RefreshOutcome:
+        # Only the exception's class: database messages can quote the values being written.
+        logger.error(
+            "Could not save the token Kroger issued for connection %s: %s",
+            self.code,
+            type(exc).__name__,
+        )
+        self.refresh_from_db()  # drop the unsaved values; the row still holds the old ones
+        if rotated and self.grant_type == GrantType.AUTHORIZATION_CODE:
+            # Kroger has already invalidated the stored refresh token: retrying cannot work.
+            error = kroger.KrogerError(
+                "invalid_grant",
+                "Kroger issued a new refresh token but the portal could not save it, so the "
+                "stored one no longer works. Authorize the connection again.",
+                grant=kroger.REFRESH,
+            )
+        else:
+            error = kroger.KrogerError(
+                "server", "The portal could not save the new access token.", grant=kroger.REFRESH
+            )
+        return self._refresh_failed(error, now=timezone.now(), actor=actor, actor_label=actor_label)
+
+    def _refresh_failed(
+        self, exc: kroger.KrogerError, *, now: datetime, actor: Any, actor_label: str
+    ) -> RefreshOutcome:
+        """Record a failed refresh. Stored tokens are kept: a failure never wipes them."""
+        failures = self.refresh_failures + 1
+        status_before = self.status
+        http = f" (HTTP {exc.status})" if exc.status else ""
+        why = f"{exc.kind}{http}: {exc.message}"
+        if exc.grant_dead:
+            # Dead grant: only a person can fix it, so the worker stops trying.
+            self._set_state(
+                status=ConnectionStatus.OFFLINE,
+                status_reason=NEEDS_REAUTHORIZATION,
+                refresh_failures=failures,
+                next_refresh_at=None,
+                failure_notified=True,
+            )
+            code, notify = "needs_reauthorization", "failure"
+        else:
+            retry_at = now + refresh_backoff(failures)
+            prefix = KROGER_UNREACHABLE if exc.transient else "Kroger refused the refresh"
+            fields: dict[str, Any] = {"refresh_failures": failures, "next_refresh_at": retry_at}
+            notify = ""
+            if self.token_valid_for(now) <= timedelta(0):
+                # Nothing usable left: say so, and tell people once.
+                fields["status"] = ConnectionStatus.OFFLINE
+                fields["status_reason"] = f"{prefix}: {exc.message}"[:255]
+                if not self.failure_notified:
+                    fields["failure_notified"] = True
+                    notify = "failure"
+            self._set_state(**fields)
+            why += f" Next try at {retry_at:%H:%M:%S} UTC."
+            code = "kroger_unavailable"
+        AuditEvent.record(
+            AuditAction.REFRESH_FAILED,
+            actor=actor,
+            actor_label=actor_label,
+            connection=self,
+            detail=why,
+        )
+        logger.warning(
+            "Refresh of connection %s failed: kind=%s status=%s (was %s, now %s)",
+            self.code,
+            exc.kind,
+            exc.status,
+            status_before,
+            self.status,
+        )
+        reason = NEEDS_REAUTHORIZATION if exc.grant_dead else self.status_reason or exc.message
+        return RefreshOutcome(
+            f"refresh failed ({exc.kind}{http}), {self.get_status_display().lower()}",
+            token=self.current_token(),
+            error=TokenUnavailable(code, reason if exc.grant_dead else exc.message),
+            notify=notify,
+            notify_detail=exc.message,
+        )
+
+    def _set_state(self, **fields: Any) -> None:
+        """Change status fields without a full save (no secret is written, none can be lost)."""
+        fields["updated_at"] = timezone.now()
+        Connection.objects.filter(pk=self.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def _notify(self, outcome: RefreshOutcome) -> None:
+        if outcome.notify == "failure":
+            notifications.send_failure(self, outcome.notify_detail)
+        elif outcome.notify == "recovery":
+            notifications.send_recovery(self)
+
+    def test_endpoint(self) -> str:
+        """The one API call "Test connection" makes, chosen from the scopes and environment."""
+        scopes = set(self.granted_scopes.split()) or {scope.name for scope in self.scopes.all()}
+        if (
+            self.grant_type == GrantType.AUTHORIZATION_CODE
+            and "profile.compact" in scopes
+            and self.environment == Environment.PRODUCTION
+        ):
+            return "identity/profile"
+        if self.grant_type == GrantType.CLIENT_CREDENTIALS or "product.compact" not in scopes:
+            return "locations"
+        return "products"
+
+    def test_connection(self, *, actor: Any = None, actor_label: str = "") -> ConnectionTest:
+        """One real API call with the connection's token; updates the status to match.
+
+        Kroger forbids storing the shopper's profile ID: it is neither kept nor shown.
+        """
+        endpoint = self.test_endpoint()
+        try:
+            token = self.get_access_token(actor_label=actor_label or "connection test")
+            result = self._call_test_endpoint(endpoint, token.access_token)
+        except TokenUnavailable as exc:
+            result = ConnectionTest(False, endpoint, exc.reason)
+        except kroger.KrogerError as exc:
+            result = ConnectionTest(False, endpoint, exc.message)
+            if not exc.transient and not self.needs_reauthorization:
+                self._set_state(
+                    status=ConnectionStatus.OFFLINE,
+                    status_reason=f"Test failed: {exc.message}"[:255],
+                )
+        else:
+            if self.status == ConnectionStatus.OFFLINE and not self.needs_reauthorization:
+                self._set_state(status=ConnectionStatus.ONLINE, status_reason="")
+        AuditEvent.record(
+            AuditAction.TESTED,
+            actor=actor,
+            actor_label=actor_label,
+            connection=self,
+            detail=f"{endpoint}: {'ok' if result.ok else 'failed'}. {result.message}",
+        )
+        return result
+
+    def _call_test_endpoint(self, endpoint: str, access_token: str) -> ConnectionTest:
+        if endpoint == "identity/profile":
+            kroger.get_profile(environment=self.environment, access_token=access_token)
+            return ConnectionTest(
+                True, endpoint, "Kroger answered: the token belongs to a shopper."
+            )
+        if endpoint == "locations":
+            body = kroger.get_locations(environment=self.environment, access_token=access_token)
+            count = len(body.get("data") or [])
+            return ConnectionTest(True, endpoint, f"Kroger answered: {count} stores near 45202.")
+        body = kroger.get_products(environment=self.environment, access_token=access_token)
+        count = len(body.get("data") or [])
+        return ConnectionTest(True, endpoint, f"Kroger answered: {count} products for “milk”.")
+
+    def disconnect(self, *, actor: Any = None, actor_label: str = "") -> None:
+        """Forget the stored tokens. Kroger has no revocation endpoint: the grant stays valid
+        at Kroger until it expires or the shopper removes it. Under the row lock, so that a
+        refresh in flight cannot store a token after this."""
+        with transaction.atomic():
+            locked = Connection.objects.select_for_update(of=("self",)).get(pk=self.pk)
+            locked.forget_tokens()
+            AuditEvent.record(
+                AuditAction.DISCONNECTED,
+                actor=actor,
+                actor_label=actor_label,
+                connection=locked,
+                detail="Stored tokens forgotten (Kroger has no revocation endpoint).",
+            )
+        self.refresh_from_db()
 
     def status_display(self) -> str:
         label = self.get_status_display()

@@ -1,0 +1,76 @@
+"""Emails about a connection's health: to its owner and the administrators.
+
+A connection that needs someone (its refresh token is dead, or Kroger has been unreachable
+for longer than its access token lasted) tells them once, with a link to the connection page;
+when it works again, the same people are told of the recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.urls import reverse
+
+if TYPE_CHECKING:
+    from connections_app.models import Connection
+
+logger = logging.getLogger(__name__)
+
+
+def recipients(connection: Connection) -> list[str]:
+    """The owner (who created the connection) and every active administrator with an email."""
+    users = get_user_model().objects.filter(is_active=True, is_superuser=True).exclude(email="")
+    addresses = [user.email for user in users.order_by("pk")]
+    owner = connection.created_by
+    if owner is not None and owner.is_active and owner.email:
+        addresses.insert(0, owner.email)
+    return list(dict.fromkeys(addresses))
+
+
+def connection_url(connection: Connection) -> str:
+    return settings.SITE_URL + reverse("connection_detail", kwargs={"code": connection.code})
+
+
+def send_failure(connection: Connection, what_happened: str) -> None:
+    """Tell people the connection needs attention. ``what_happened`` holds no secret."""
+    url = connection_url(connection)
+    if connection.needs_reauthorization:
+        subject = f"Kroger connection “{connection.name}” needs to be authorized again"
+        action = f"Authorize it again from its page (Reauthorize):\n{url}"
+    else:
+        subject = f"Kroger connection “{connection.name}” is offline"
+        action = (
+            "The portal keeps retrying on its own and will tell you when it works again. "
+            f"Its page shows the details:\n{url}"
+        )
+    body = (
+        f"The Kroger connection “{connection.name}” ({connection.get_environment_display()}) "
+        f"cannot get a new access token.\n\n{what_happened}\n\n{action}\n"
+    )
+    _send(connection, subject, body)
+
+
+def send_recovery(connection: Connection) -> None:
+    subject = f"Kroger connection “{connection.name}” works again"
+    body = (
+        f"The Kroger connection “{connection.name}” ({connection.get_environment_display()}) "
+        f"got a new access token and is online again.\n\n{connection_url(connection)}\n"
+    )
+    _send(connection, subject, body)
+
+
+def _send(connection: Connection, subject: str, body: str) -> None:
+    to = recipients(connection)
+    if not to:
+        logger.warning(
+            "No one to email about connection %s: no owner or admin email", connection.code
+        )
+        return
+    try:
+        send_mail(subject, body, None, to)
+    except Exception as exc:  # a mail server problem must not undo a saved refresh
+        logger.error("Could not email about connection %s: %s", connection.code, type(exc).__name__)

@@ -1,0 +1,269 @@
+"""Connection.get_access_token / refresh: one locked operation, and the failure policy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.core import mail
+from django.db import DatabaseError
+from django.utils import timezone
+
+from connections_app import kroger
+from connections_app.models import (
+    NEEDS_REAUTHORIZATION,
+    AuditAction,
+    AuditEvent,
+    Connection,
+    ConnectionStatus,
+    TokenUnavailable,
+)
+from tests.fakes.fake_kroger import FakeKroger
+from tests.keepalive import authorize, cc_connection, expire, reloaded
+
+pytestmark = pytest.mark.django_db
+
+
+def refresh_calls(fake: FakeKroger) -> list[dict[str, Any]]:
+    return fake.token_calls_for("refresh_token")
+
+
+def test_a_valid_token_is_returned_without_calling_kroger(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger)
+    token = reloaded(connection).get_access_token()
+    assert token.access_token == connection.access_token
+    assert fake_kroger.token_calls == []
+
+
+def test_an_expired_token_is_refreshed_and_the_new_refresh_token_stored(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    old_access, old_refresh = connection.access_token, connection.refresh_token
+
+    token = reloaded(connection).get_access_token()
+
+    [call] = refresh_calls(fake_kroger)
+    assert call["basic_auth"] is True and call["refresh_token"] == old_refresh
+    stored = reloaded(connection)
+    assert token.access_token == stored.access_token != old_access
+    assert stored.refresh_token not in {"", old_refresh}
+    assert stored.token_valid_for() > timedelta(minutes=29)
+    assert stored.status == ConnectionStatus.ONLINE
+    assert stored.last_refreshed_at is not None
+    event = AuditEvent.objects.get(action=AuditAction.REFRESHED, connection=connection)
+    assert stored.access_token not in event.detail and stored.refresh_token not in event.detail
+
+
+def test_a_token_inside_the_safety_margin_is_refreshed(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(seconds=60))
+    reloaded(connection).get_access_token()
+    assert len(refresh_calls(fake_kroger)) == 1
+
+
+def test_a_response_without_a_refresh_token_keeps_the_stored_one(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    response = kroger.TokenResponse(access_token="new-access", expires_in=1800, token_type="bearer")
+    with mock.patch.object(kroger, "refresh_token", return_value=response):
+        reloaded(connection).get_access_token()
+    stored = reloaded(connection)
+    assert stored.access_token == "new-access"
+    assert stored.refresh_token == connection.refresh_token
+
+
+def test_a_client_credentials_connection_gets_a_new_token(
+    cc_client: Any, owner: Any, fake_kroger: FakeKroger
+) -> None:
+    connection = authorize(cc_connection(cc_client, owner), fake_kroger)
+    expire(connection)
+    token = reloaded(connection).get_access_token()
+    [call] = fake_kroger.token_calls
+    assert call["grant_type"] == "client_credentials"
+    assert call["scope"] == "product.compact" and call["basic_auth"] is True
+    assert token.access_token == reloaded(connection).access_token
+    assert reloaded(connection).refresh_token == ""
+
+
+def test_a_forced_refresh_calls_kroger_even_with_a_valid_token(
+    connection: Connection, fake_kroger: FakeKroger, owner: Any
+) -> None:
+    authorize(connection, fake_kroger)
+    token = reloaded(connection).refresh(force=True, actor=owner)
+    assert len(refresh_calls(fake_kroger)) == 1
+    assert token.access_token != connection.access_token
+    assert AuditEvent.objects.get(action=AuditAction.REFRESHED).actor == owner
+
+
+def test_an_unauthorized_connection_has_no_token(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    with pytest.raises(TokenUnavailable) as caught:
+        connection.get_access_token()
+    assert caught.value.code == "not_authorized"
+    assert fake_kroger.token_calls == []
+
+
+# --- Failure policy ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["invalid_grant", "redirect_uri"])
+def test_a_dead_refresh_token_needs_reauthorization_and_emails_people(
+    failure: str, connection: Connection, fake_kroger: FakeKroger, admin_user: Any
+) -> None:
+    # redirect_uri is the fake's HTTP 400 that is not invalid_grant: any 400 on refresh counts.
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.fail_token(failure)
+
+    with pytest.raises(TokenUnavailable) as caught:
+        reloaded(connection).get_access_token()
+
+    assert caught.value.code == "needs_reauthorization"
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.OFFLINE
+    assert stored.status_reason == NEEDS_REAUTHORIZATION
+    assert stored.access_token == connection.access_token  # never wiped by a failure
+    assert stored.refresh_token == connection.refresh_token
+    [email] = mail.outbox
+    assert sorted(email.to) == ["admin@example.com", "owner@example.com"]
+    assert "authorized again" in email.subject
+    assert f"https://portal.test/connections/{connection.code}/" in email.body
+    assert connection.refresh_token not in email.body
+    event = AuditEvent.objects.get(action=AuditAction.REFRESH_FAILED)
+    assert "invalid_grant" in event.detail or "400" in event.detail
+    assert connection.refresh_token not in event.detail
+
+
+def test_a_connection_needing_reauthorization_is_not_retried(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.fail_token("invalid_grant")
+    with pytest.raises(TokenUnavailable):
+        reloaded(connection).get_access_token()
+    with pytest.raises(TokenUnavailable) as caught:
+        reloaded(connection).get_access_token()
+    assert caught.value.code == "needs_reauthorization"
+    assert len(fake_kroger.token_calls) == 1
+    assert not Connection.due_for_refresh().exists()
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.parametrize("failure", ["500", "timeout", "garbage"])
+def test_a_transient_failure_keeps_a_connection_with_a_valid_token_online(
+    failure: str, connection: Connection, fake_kroger: FakeKroger, owner: Any
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(seconds=60))
+    fake_kroger.fail_token(failure)
+
+    token = reloaded(connection).get_access_token()  # still valid for a minute: handed out
+
+    assert token.access_token == connection.access_token
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.ONLINE
+    assert stored.refresh_failures == 1
+    assert stored.next_refresh_at is not None and stored.next_refresh_at > timezone.now()
+    assert stored.refresh_token == connection.refresh_token
+    assert mail.outbox == []
+    assert AuditEvent.objects.filter(action=AuditAction.REFRESH_FAILED).count() == 1
+
+
+@pytest.mark.parametrize("failure", ["500", "timeout", "garbage"])
+def test_a_transient_failure_without_a_valid_token_is_offline_and_emails_once(
+    failure: str, connection: Connection, fake_kroger: FakeKroger, admin_user: Any
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.fail_token(failure)
+
+    with pytest.raises(TokenUnavailable) as caught:
+        reloaded(connection).get_access_token()
+
+    assert caught.value.code == "kroger_unavailable"
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.OFFLINE
+    assert stored.status_reason.startswith("Kroger unreachable: ")
+    assert stored.access_token == connection.access_token
+    assert stored.refresh_token == connection.refresh_token
+    [email] = mail.outbox
+    assert "offline" in email.subject
+    # Backing off: the next caller is answered without a call to Kroger.
+    with pytest.raises(TokenUnavailable):
+        reloaded(connection).get_access_token()
+    assert len(fake_kroger.token_calls) == 1
+
+
+def test_a_rate_limited_refresh_is_transient(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    error = kroger.KrogerError("rate_limited", "Rate limit spent.", status=429)
+    with (
+        mock.patch.object(kroger, "refresh_token", side_effect=error),
+        pytest.raises(TokenUnavailable) as caught,
+    ):
+        reloaded(connection).get_access_token()
+    assert caught.value.code == "kroger_unavailable"
+    assert reloaded(connection).status_reason == "Kroger unreachable: Rate limit spent."
+
+
+def test_recovery_after_a_failure_is_announced_to_the_same_people(
+    connection: Connection, fake_kroger: FakeKroger, admin_user: Any
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.fail_token("500", times=2)
+    for _ in range(2):  # the second, forced, failure tells no one again
+        with pytest.raises(TokenUnavailable):
+            reloaded(connection).refresh(force=True)
+    assert len(mail.outbox) == 1
+    assert reloaded(connection).refresh_failures == 2
+
+    reloaded(connection).refresh(force=True)
+
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.ONLINE and stored.status_reason == ""
+    assert stored.refresh_failures == 0 and stored.next_refresh_at is None
+    assert not stored.failure_notified
+    failure, recovery = mail.outbox
+    assert "works again" in recovery.subject
+    assert sorted(recovery.to) == sorted(failure.to) == ["admin@example.com", "owner@example.com"]
+
+
+def test_a_failed_save_after_rotation_needs_reauthorization(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    with (
+        mock.patch.object(Connection, "save", side_effect=DatabaseError("disk full")),
+        pytest.raises(TokenUnavailable) as caught,
+    ):
+        reloaded(connection).get_access_token()
+
+    assert caught.value.code == "needs_reauthorization"
+    assert len(refresh_calls(fake_kroger)) == 1  # Kroger rotated the refresh token
+    stored = reloaded(connection)
+    assert stored.status_reason == NEEDS_REAUTHORIZATION
+    assert stored.access_token == connection.access_token
+    assert stored.refresh_token == connection.refresh_token
+    assert len(mail.outbox) == 1
+    event = AuditEvent.objects.get(action=AuditAction.REFRESH_FAILED)
+    assert "could not save" in event.detail
+
+
+def test_a_failed_save_of_a_client_credentials_token_is_retried_later(
+    cc_client: Any, owner: Any, fake_kroger: FakeKroger
+) -> None:
+    connection = expire(authorize(cc_connection(cc_client, owner), fake_kroger))
+    with (
+        mock.patch.object(Connection, "save", side_effect=DatabaseError("disk full")),
+        pytest.raises(TokenUnavailable) as caught,
+    ):
+        reloaded(connection).get_access_token()
+    assert caught.value.code == "kroger_unavailable"
+    assert not reloaded(connection).needs_reauthorization
