@@ -653,6 +653,32 @@ class Connection(models.Model):
             )
         self.refresh_from_db()
 
+    def authorize_with(self, response: kroger.TokenResponse, *, actor: Any = None) -> None:
+        """Keep the tokens of a new consent (or a first client-credentials token).
+
+        Under the row lock, so that a refresh in flight cannot overwrite them afterwards.
+        Kroger need not return ``scope``: then the scopes requested are the ones granted.
+        """
+        with transaction.atomic():
+            locked = Connection.objects.select_for_update(of=("self",)).get(pk=self.pk)
+            now = timezone.now()
+            locked.authorized_at = now
+            locked.store_tokens(
+                access_token=response.access_token,
+                expires_in=response.expires_in,
+                refresh_token=response.refresh_token,
+                granted_scopes=self.scope_string() if response.scope is None else response.scope,
+                now=now,
+            )
+            AuditEvent.record(
+                AuditAction.AUTHORIZED,
+                actor=actor,
+                connection=locked,
+                detail=f"{locked.get_environment_display()}, scopes granted: "
+                f"{locked.granted_scopes or 'none'}",
+            )
+        self.refresh_from_db()
+
     def status_display(self) -> str:
         label = self.get_status_display()
         return f"{label}: {self.status_reason}" if self.status_reason else label
@@ -727,6 +753,82 @@ class AuthorizationAttempt(models.Model):
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return (now or timezone.now()) - self.created_at > self.LIFETIME
+
+    # Attempts are kept a day so that a late or replayed callback is told what happened.
+    RETENTION = timedelta(days=1)
+
+    @classmethod
+    def begin(
+        cls, *, connection: Connection, user: Any, redirect_uri: str
+    ) -> tuple[AuthorizationAttempt, str]:
+        """Record a new trip to the consent page; returns the attempt and its ``state``.
+
+        Only the state's SHA-256 is stored; the PKCE verifier is stored encrypted.
+        """
+        now = timezone.now()
+        cls.objects.filter(created_at__lt=now - cls.RETENTION).delete()
+        state = kroger.new_state()
+        attempt = cls.objects.create(
+            state_hash=cls.hash_state(state),
+            connection=connection,
+            user=user,
+            environment=connection.environment,
+            code_verifier=kroger.new_code_verifier(),
+            redirect_uri=redirect_uri,
+            created_at=now,
+        )
+        return attempt, state
+
+    @classmethod
+    def claim(cls, state: str, user: Any) -> AuthorizationAttempt:
+        """The attempt ``state`` belongs to, marked used so it can never be replayed.
+
+        Raises AuthorizationRefused unless the state exists, is unused, is younger than
+        LIFETIME and was started by ``user``.
+        """
+        with transaction.atomic():
+            attempt = (
+                cls.objects.select_for_update(of=("self",))
+                .select_related("connection", "connection__client")
+                .filter(state_hash=cls.hash_state(state))
+                .first()
+            )
+            if attempt is None:
+                raise AuthorizationRefused(
+                    400,
+                    "This authorization result does not match any authorization started here. "
+                    "Start the authorization again from the connection page.",
+                )
+            if attempt.user_id != getattr(user, "pk", None):
+                raise AuthorizationRefused(
+                    403,
+                    "This authorization was started by someone else. Each person completes "
+                    "their own authorization: start it again from the connection page.",
+                )
+            if attempt.used_at is not None:
+                raise AuthorizationRefused(
+                    400,
+                    "This authorization result was already used. Start the authorization again "
+                    "from the connection page.",
+                )
+            if attempt.is_expired():
+                raise AuthorizationRefused(
+                    400,
+                    "This authorization took longer than 10 minutes and has expired. Start it "
+                    "again from the connection page.",
+                )
+            attempt.used_at = timezone.now()
+            attempt.save(update_fields=["used_at"])
+        return attempt
+
+
+class AuthorizationRefused(Exception):
+    """A callback that must not reach Kroger; ``status`` is 400 or 403, ``message`` for people."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class AuditAction(models.TextChoices):

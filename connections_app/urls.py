@@ -15,6 +15,12 @@ urlpatterns = [
     path("connections/<uuid:code>/", views.connection_detail, name="connection_detail"),
     path("connections/<uuid:code>/edit/", views.connection_edit, name="connection_edit"),
     path("connections/<uuid:code>/delete/", views.connection_delete, name="connection_delete"),
+    path(
+        "connections/<uuid:code>/authorize/",
+        views.connection_authorize,
+        name="connection_authorize",
+    ),
+    path("oauth/callback/", views.oauth_callback, name="oauth_callback"),
     path("healthz", views.healthz, name="healthz"),
     path("api/v1/connections/", api.connection_list, name="api_connection_list"),
     path("api/v1/connections/<str:code>/token", api.connection_token, name="api_connection_token"),

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import requests
+
 USER_ONLY_SCOPES = frozenset({"cart.basic:write", "profile.compact"})
 COOKIE_NAME = "fake_kroger_consent"
 TOKEN_FAILURES = frozenset(
@@ -139,6 +141,22 @@ class FakeKroger:
         with self.lock:
             for token in self.refresh_tokens.values():
                 token.valid = False
+
+    def consent(self, authorize_url: str, *, accept: bool = True) -> str:
+        """Do what a shopper's browser does on the consent page; return where it is sent back."""
+        page = requests.get(authorize_url, allow_redirects=False, timeout=5)
+        if page.status_code == 302:  # refused before the shopper saw anything
+            return str(page.headers["Location"])
+        assert page.status_code == 200, page.text
+        query = {key: values[0] for key, values in parse_qs(urlsplit(authorize_url).query).items()}
+        answer = requests.post(
+            f"{self.url}connect/oauth2/authorize",
+            data={**query, "decision": "accept" if accept else "decline"},
+            allow_redirects=False,
+            timeout=5,
+        )
+        assert answer.status_code == 302, answer.text
+        return str(answer.headers["Location"])
 
     def token_calls_for(self, grant_type: str) -> list[dict[str, Any]]:
         with self.lock:
