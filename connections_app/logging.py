@@ -113,8 +113,7 @@ class SecretsExceptionReporter(ExceptionReporter):
             data["request_GET_items"] = (
                 SecretsExceptionReporterFilter().hide_secret_names(request.GET).items()
             )
-            query = f"?{hidden}" if request.META.get("QUERY_STRING") else ""
-            data["request_insecure_uri"] = (
-                f"{request.scheme}://{request._get_raw_host()}{request.path}{query}"
-            )
+            if request.META.get("QUERY_STRING"):
+                url = data["request_insecure_uri"].split("?", 1)[0]
+                data["request_insecure_uri"] = f"{url}?{hidden}"
         return data

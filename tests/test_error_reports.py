@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import secrets
 import sys
+from typing import cast
 
 from django.http import HttpRequest
 from django.test import RequestFactory
-from django.views.debug import get_exception_reporter_class
+from django.views.debug import ExceptionReporter, get_exception_reporter_class
 
 # Made at run time: the report quotes source lines, which must not contain the values.
 CODE = secrets.token_urlsafe(16)
 STATE = secrets.token_urlsafe(16)
 
 
+def _reporter(request: HttpRequest) -> ExceptionReporter:
+    """The reporter Django would use for the exception being handled."""
+    reporter_class = cast(type[ExceptionReporter], get_exception_reporter_class(request))
+    return reporter_class(request, *sys.exc_info())
+
+
 def _report(request: HttpRequest) -> tuple[str, str]:
     try:
         raise RuntimeError("the callback failed")
     except RuntimeError:
-        reporter = get_exception_reporter_class(request)(request, *sys.exc_info())
+        reporter = _reporter(request)
         return reporter.get_traceback_text(), reporter.get_traceback_html()
 
 
@@ -48,7 +55,7 @@ def test_it_hides_the_query_string_of_a_request_among_the_frame_variables() -> N
     try:
         view(request)
     except RuntimeError:
-        reporter = get_exception_reporter_class(request)(request, *sys.exc_info())
+        reporter = _reporter(request)
         text, html = reporter.get_traceback_text(), reporter.get_traceback_html()
 
     for report in (text, html):
