@@ -12,6 +12,7 @@ help:
 	@echo "make run    set up and serve the portal on http://127.0.0.1:$(PORT)/ (SQLite)"
 	@echo "make test   set up and run every test (SQLite, PostgreSQL and browser tests)"
 	@echo "make lint   ruff and mypy"
+	@echo "make bench  measure the service API's token endpoint (gunicorn, PostgreSQL)"
 
 $(VENV)/.installed: pyproject.toml
 	@bin/make-venv $(VENV)
@@ -41,6 +42,9 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+bench: venv
+	@bench/run
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache tests/artifacts
