@@ -9,15 +9,24 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
+from django.db.models import ProtectedError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from connections_app import kroger
-from connections_app.access import can_edit, get_connection_for_user, require_viewer
+from connections_app.access import (
+    can_edit,
+    get_client_for_user,
+    get_connection_for_user,
+    require_editor,
+    require_viewer,
+)
+from connections_app.forms import ConnectionForm, OAuthClientForm
 from connections_app.models import (
     AuditAction,
     AuditEvent,
@@ -56,6 +65,140 @@ def client_list(request: HttpRequest) -> HttpResponse:
         request,
         "connections/client_list.html",
         {"page": page, "can_edit": can_edit(request.user)},
+    )
+
+
+# --- OAuth 2.0 clients ------------------------------------------------------------------------
+
+# The "Create connection" panel keeps what was typed here while its user visits the client form
+# without JavaScript; the client form sends them back with the new or edited client selected.
+PANEL_SESSION_KEY = "connection_panel"
+PANEL_FIELDS = ("name", "environment", "client")
+
+
+def _panel_stash(request: HttpRequest) -> dict[str, Any] | None:
+    stash = request.session.get(PANEL_SESSION_KEY)
+    return stash if isinstance(stash, dict) else None
+
+
+def _return_to_panel(request: HttpRequest, client: OAuthClient | None) -> HttpResponse | None:
+    stash = _panel_stash(request)
+    if request.GET.get("next") != "panel" or stash is None:
+        return None
+    if client is not None:
+        stash["client"] = str(client.code)
+        request.session[PANEL_SESSION_KEY] = stash
+    return redirect(f"{stash['return_to']}?restore=1")
+
+
+def _client_form_context(
+    request: HttpRequest, form: OAuthClientForm, client: OAuthClient | None, dialog: bool
+) -> dict[str, Any]:
+    query = "?dialog=1" if dialog else ("?next=panel" if request.GET.get("next") == "panel" else "")
+    stash = _panel_stash(request) if request.GET.get("next") == "panel" else None
+    return {
+        "form": form,
+        "client": client,
+        "dialog": dialog,
+        "form_action": f"{request.path}{query}",
+        "cancel_url": f"{stash['return_to']}?restore=1" if stash else reverse("client_list"),
+        "redirect_uri": settings.OAUTH_REDIRECT_URI,
+    }
+
+
+def _client_json(client: OAuthClient, status: int = 200) -> JsonResponse:
+    return JsonResponse(
+        {
+            "code": str(client.code),
+            "name": client.name,
+            "environment": client.environment,
+            "grant_type": client.grant_type,
+        },
+        status=status,
+    )
+
+
+def _client_form_response(
+    request: HttpRequest, form: OAuthClientForm, client: OAuthClient | None
+) -> HttpResponse:
+    dialog = request.GET.get("dialog") == "1"
+    template = "connections/client_form_dialog.html" if dialog else "connections/client_form.html"
+    return render(
+        request,
+        template,
+        _client_form_context(request, form, client, dialog),
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+def client_create(request: HttpRequest) -> HttpResponse:
+    require_editor(request.user)
+    form = OAuthClientForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        client = form.save(commit=False)
+        client.created_by = request.user if request.user.is_authenticated else None
+        client.save()
+        AuditEvent.record(
+            AuditAction.CLIENT_CREATED,
+            actor=request.user,
+            client=client,
+            detail=f"{client.get_environment_display()}, {client.get_grant_type_display()}",
+        )
+        if request.GET.get("dialog") == "1":
+            return _client_json(client, status=201)
+        messages.success(request, f"OAuth 2.0 client “{client.name}” created.")
+        return _return_to_panel(request, client) or redirect("client_list")
+    return _client_form_response(request, form, None)
+
+
+@login_required
+def client_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    client = get_client_for_user(request.user, code, edit=True)
+    form = OAuthClientForm(request.POST if request.method == "POST" else None, instance=client)
+    if request.method == "POST" and form.is_valid():
+        changed = form.changed_field_labels()
+        client = form.save()
+        if changed:
+            AuditEvent.record(
+                AuditAction.CLIENT_CHANGED,
+                actor=request.user,
+                client=client,
+                detail="Changed: " + ", ".join(changed),
+            )
+        if request.GET.get("dialog") == "1":
+            return _client_json(client)
+        messages.success(request, f"OAuth 2.0 client “{client.name}” saved.")
+        return _return_to_panel(request, client) or redirect("client_list")
+    return _client_form_response(request, form, client)
+
+
+@login_required
+def client_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    client = get_client_for_user(request.user, code, edit=True)
+    users = list(client.connections.order_by("name").values_list("name", flat=True))
+    refusal = (
+        f"The OAuth 2.0 client “{client.name}” cannot be deleted while connections use it: "
+        + ", ".join(users)
+        + ". Delete those connections or move them to another client first."
+        if users
+        else ""
+    )
+    if request.method == "POST":
+        if refusal:
+            messages.error(request, refusal)
+            return redirect("client_list")
+        try:
+            with transaction.atomic():
+                AuditEvent.record(AuditAction.CLIENT_DELETED, actor=request.user, client=client)
+                client.delete()
+        except ProtectedError:  # a connection was added meanwhile
+            messages.error(request, "This client is now used by a connection: it was kept.")
+            return redirect("client_list")
+        messages.success(request, f"OAuth 2.0 client “{client.name}” deleted.")
+        return redirect("client_list")
+    return render(
+        request, "connections/client_confirm_delete.html", {"client": client, "refusal": refusal}
     )
 
 
@@ -223,6 +366,164 @@ def _consent_refused(request: HttpRequest, connection: Connection, error: str) -
     )
     messages.error(request, message)
     return redirect("connection_detail", code=connection.code)
+
+
+# --- Connections ------------------------------------------------------------------------------
+
+
+def _stash_panel(request: HttpRequest, action: str) -> HttpResponse:
+    """Keep the panel's input in the session and open the client form page (no JavaScript)."""
+    data: dict[str, Any] = {name: request.POST.get(name, "") for name in PANEL_FIELDS}
+    data["scopes"] = request.POST.getlist("scopes")
+    request.session[PANEL_SESSION_KEY] = {"return_to": request.path, "data": data, "client": ""}
+    if action == "edit_client":
+        if not data["client"]:
+            messages.error(request, "Choose an OAuth 2.0 client to edit.")
+            return redirect(f"{request.path}?restore=1")
+        client = get_client_for_user(request.user, data["client"], edit=True)
+        return redirect(f"{reverse('client_edit', args=[client.code])}?next=panel")
+    return redirect(f"{reverse('client_create')}?next=panel")
+
+
+def _restored_panel(request: HttpRequest) -> dict[str, Any]:
+    """What the panel held before its user went to the client form, with that client chosen."""
+    stash = _panel_stash(request)
+    if request.GET.get("restore") != "1" or stash is None or stash["return_to"] != request.path:
+        return {}
+    del request.session[PANEL_SESSION_KEY]
+    initial: dict[str, Any] = {k: v for k, v in stash["data"].items() if v}
+    if stash.get("client"):
+        client = OAuthClient.objects.filter(code=stash["client"]).first()
+        if client is not None:
+            initial["client"] = str(client.code)
+            initial["environment"] = client.environment
+    return initial
+
+
+def _connection_panel(request: HttpRequest, connection: Connection | None) -> HttpResponse:
+    if request.method == "POST":
+        action = request.POST.get("action", "save")
+        if action in ("add_client", "edit_client"):
+            return _stash_panel(request, action)
+        form = ConnectionForm(request.POST, instance=connection)
+        if form.is_valid():
+            saved = _save_connection(request, form, connection)
+            if action == "authorize":
+                return start_authorization(request, saved)
+            return redirect("connection_detail", code=saved.code)
+    else:
+        form = ConnectionForm(instance=connection, initial=_restored_panel(request))
+    return render(
+        request,
+        "connections/connection_form.html",
+        {
+            "form": form,
+            "connection": connection,
+            "client_edit_url": reverse("client_edit", args=[uuid.UUID(int=0)]),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+def _save_connection(
+    request: HttpRequest, form: ConnectionForm, before: Connection | None
+) -> Connection:
+    changed = [str(form.fields[name].label) for name in form.changed_data]
+    had_tokens = before is not None and before.is_authorized
+    if before is None:
+        connection: Connection = form.save(commit=False)
+        connection.created_by = request.user if request.user.is_authenticated else None
+        connection.save()
+        form.save_m2m()
+        AuditEvent.record(
+            AuditAction.CONNECTION_CREATED,
+            actor=request.user,
+            connection=connection,
+            detail=f"{connection.get_environment_display()}, scopes: {connection.scope_string()}",
+        )
+        messages.success(request, f"Connection “{connection.name}” created.")
+        return connection
+    connection = form.save()
+    detail = "Changed: " + ", ".join(changed) if changed else ""
+    if had_tokens and {"client", "environment"} & set(form.changed_data):
+        connection.forget_tokens()
+        detail += "; stored tokens discarded"
+        messages.warning(
+            request,
+            "The OAuth 2.0 client or environment changed, so the tokens issued for the old one "
+            "were discarded. Authorize the connection again.",
+        )
+    elif had_tokens and "scopes" in form.changed_data:
+        messages.warning(
+            request,
+            "Scopes changed: reauthorize the connection for Kroger to grant them. Until then it "
+            "keeps the scopes it was granted.",
+        )
+    if changed:
+        AuditEvent.record(
+            AuditAction.CONNECTION_CHANGED, actor=request.user, connection=connection, detail=detail
+        )
+    messages.success(request, f"Connection “{connection.name}” saved.")
+    return connection
+
+
+@login_required
+def connection_create(request: HttpRequest) -> HttpResponse:
+    require_editor(request.user)
+    return _connection_panel(request, None)
+
+
+@login_required
+def connection_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    connection = get_connection_for_user(request.user, code, edit=True)
+    return _connection_panel(request, connection)
+
+
+def http_settings(connection: Connection) -> list[tuple[str, str]]:
+    """What the simple settings amount to, in the terms of a generic OAuth 2.0 tool."""
+    base = connection.base_url
+    return [
+        ("Base URI", base),
+        ("Authorization URL", f"{base}connect/oauth2/authorize"),
+        ("Token URL", f"{base}connect/oauth2/token"),
+        ("Grant type", connection.client.get_grant_type_display()),
+        ("Client authentication", "HTTP Basic"),
+        ("Scope delimiter", "space"),
+        ("Scopes requested", connection.scope_string()),
+        ("PKCE method", "S256"),
+        ("Redirect URI", settings.OAUTH_REDIRECT_URI),
+    ]
+
+
+@login_required
+def connection_detail(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    connection = get_connection_for_user(request.user, code)
+    return render(
+        request,
+        "connections/connection_detail.html",
+        {
+            "connection": connection,
+            "scopes": connection.scopes.all(),
+            "http_settings": http_settings(connection),
+            "can_edit": can_edit(request.user),
+            "history": connection.events.select_related("actor")[:HISTORY_SIZE],
+        },
+    )
+
+
+@login_required
+def connection_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    connection = get_connection_for_user(request.user, code, edit=True)
+    if request.method == "POST":
+        name = connection.name
+        with transaction.atomic():
+            AuditEvent.record(
+                AuditAction.CONNECTION_DELETED, actor=request.user, connection=connection
+            )
+            connection.delete()
+        messages.success(request, f"Connection “{name}” deleted.")
+        return redirect("home")
+    return render(request, "connections/connection_confirm_delete.html", {"connection": connection})
 
 
 @require_GET

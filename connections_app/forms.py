@@ -1,0 +1,176 @@
+"""Forms for OAuth 2.0 clients and connections, in the words of Kroger's developer portal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from connections_app.models import (
+    Connection,
+    Environment,
+    GrantType,
+    OAuthClient,
+    Scope,
+    environment_base_url,
+)
+
+
+def environment_choices() -> list[tuple[str, str]]:
+    """Each environment with its base URL, read from settings at form time."""
+    return [
+        (value, f"{label} ({environment_base_url(value)})") for value, label in Environment.choices
+    ]
+
+
+class ClientSelect(forms.Select):
+    """A select whose options tell the page each client's environment and grant type."""
+
+    def create_option(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option: dict[str, Any] = super().create_option(*args, **kwargs)
+        client = getattr(option["value"], "instance", None)
+        if isinstance(client, OAuthClient):
+            option["attrs"]["data-environment"] = client.environment
+            option["attrs"]["data-grant-type"] = client.grant_type
+        return option
+
+
+class OAuthClientForm(forms.ModelForm):
+    client_secret = forms.CharField(
+        label="Client secret",
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    class Meta:
+        model = OAuthClient
+        fields = ["name", "environment", "grant_type", "client_id"]
+        labels = {"name": "Name", "grant_type": "Grant type", "client_id": "Client ID"}
+        error_messages = {
+            "name": {"unique": "An OAuth 2.0 client with this name already exists."},
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["environment"] = forms.ChoiceField(
+            label="Environment", choices=environment_choices()
+        )
+        self.fields["client_id"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
+        if self.instance.pk:
+            secret = self.fields["client_secret"]
+            secret.required = False
+            secret.help_text = (
+                f"Leave blank to keep the stored secret ({self.instance.secret_display})."
+            )
+
+    def changed_field_labels(self) -> list[str]:
+        """Names (never values) of what this edit changes, for the audit trail."""
+        return [str(self.fields[name].label) for name in self.changed_data]
+
+    def save(self, commit: bool = True) -> OAuthClient:
+        client: OAuthClient = super().save(commit=False)
+        secret = self.cleaned_data.get("client_secret")
+        if secret:
+            client.client_secret = secret
+        if commit:
+            client.save()
+        return client
+
+
+@dataclass(frozen=True)
+class ScopeOption:
+    """One scope as the panel shows it: whether it is chosen and, if not usable, why."""
+
+    name: str
+    description: str
+    checked: bool
+    allows_client_credentials: bool
+    client_credentials_reason: str
+    reason: str
+
+    @property
+    def disabled(self) -> bool:
+        return bool(self.reason)
+
+
+class ConnectionForm(forms.ModelForm):
+    environment = forms.ChoiceField(label="Environment", choices=environment_choices)
+    client = forms.ModelChoiceField(
+        label="OAuth 2.0 client",
+        queryset=OAuthClient.objects.order_by("name"),
+        to_field_name="code",
+        empty_label="Choose a client",
+        widget=ClientSelect,
+    )
+    scopes = forms.ModelMultipleChoiceField(
+        label="Scopes",
+        queryset=Scope.objects.order_by("name"),
+        to_field_name="name",
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Choose at least one scope."},
+    )
+
+    class Meta:
+        model = Connection
+        fields = ["name", "environment", "client", "scopes"]
+        labels = {"name": "Name your connection"}
+        error_messages = {
+            "name": {"unique": "A connection with this name already exists. Choose another name."},
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The select's values are client codes; a model form's initial value is the primary key.
+        if self.instance.pk and "client" not in kwargs.get("initial", {}):
+            self.initial["client"] = str(self.instance.client.code)
+        if isinstance(self.initial.get("client"), OAuthClient):
+            self.initial["client"] = str(self.initial["client"].code)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        client: OAuthClient | None = cleaned.get("client")
+        environment = cleaned.get("environment")
+        if client is not None and environment and client.environment != environment:
+            self.add_error(
+                "client",
+                f"The OAuth 2.0 client {client.name} is registered for "
+                f"{client.get_environment_display()}: choose a client registered for "
+                f"{Environment(environment).label}, or change the environment.",
+            )
+        scopes = cleaned.get("scopes")
+        if client is not None and scopes is not None:
+            for scope in scopes:
+                if not scope.usable_with(client.grant_type):
+                    self.add_error("scopes", scope.unusable_reason(client.grant_type))
+        return cleaned
+
+    def chosen_client(self) -> OAuthClient | None:
+        code = self["client"].value()
+        if not code:
+            return None
+        try:
+            return OAuthClient.objects.filter(code=code).first()
+        except ValidationError:  # not a UUID: whatever the browser sent
+            return None
+
+    def scope_options(self) -> list[ScopeOption]:
+        """The scope catalogue with what is chosen and what the chosen client cannot use."""
+        chosen = {
+            scope.name if isinstance(scope, Scope) else str(scope)
+            for scope in (self["scopes"].value() or [])
+        }
+        client = self.chosen_client()
+        grant_type = client.grant_type if client else GrantType.AUTHORIZATION_CODE
+        return [
+            ScopeOption(
+                name=scope.name,
+                description=scope.description,
+                checked=scope.name in chosen,
+                allows_client_credentials=scope.allows_client_credentials,
+                client_credentials_reason=scope.unusable_reason(GrantType.CLIENT_CREDENTIALS),
+                reason=scope.unusable_reason(grant_type),
+            )
+            for scope in Scope.objects.order_by("name")
+        ]
