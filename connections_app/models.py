@@ -459,7 +459,8 @@ class Connection(models.Model):
         try:
             # A savepoint: if the save fails, the transaction stays usable to record that.
             with transaction.atomic():
-                self.last_refreshed_at = now
+                # When the answer came: a forced refresh that waited for this one uses it.
+                self.last_refreshed_at = timezone.now()
                 self.failure_notified = False
                 self.store_tokens(
                     access_token=response.access_token,

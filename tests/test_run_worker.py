@@ -1,0 +1,53 @@
+"""manage.py run_worker: refreshes in a loop and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from connections_app.models import AuditAction, AuditEvent, Connection
+from tests.fakes.fake_kroger import FakeKroger
+from tests.keepalive import authorize
+
+
+# Transactional: the worker closes stale database connections between passes, as a
+# long-running process must, which a test wrapped in one transaction would not survive.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_it_refreshes_then_stops_on_sigterm(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1))
+    handler_before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(1.5, os.kill, args=(os.getpid(), signal.SIGTERM))
+    out = io.StringIO()
+
+    timer.start()
+    call_command("run_worker", "--interval=1", "--concurrency=1", stdout=out)  # returns: exit 0
+
+    assert "SIGTERM: finishing the current work" in out.getvalue()
+    assert (
+        AuditEvent.objects.filter(action=AuditAction.REFRESHED, connection=connection).count() == 1
+    )
+    assert len(fake_kroger.token_calls) == 1
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--interval=200", "--window=300"], "--window must be at least --interval plus 120"),
+        (["--concurrency=0"], "--concurrency must be between 1 and 32"),
+        (["--interval=0"], "--interval must be at least 1 second"),
+    ],
+)
+def test_it_refuses_settings_that_would_let_tokens_expire(
+    arguments: list[str], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("run_worker", *arguments)

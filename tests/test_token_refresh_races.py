@@ -1,0 +1,182 @@
+"""Concurrent callers of get_access_token cause exactly one call to Kroger's token endpoint.
+
+PostgreSQL only: SQLite serializes writers differently, so a pass there proves nothing about
+row locks. Kroger rotates refresh tokens, so a second refresh with the same token would get
+invalid_grant and lose the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection as db_connection
+from django.db import connections
+
+from connections_app.models import AuditAction, AuditEvent, Connection, ConnectionStatus
+from tests.fakes.fake_kroger import FakeKroger
+from tests.keepalive import authorize, cc_connection, reloaded
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+CALLERS = 20
+
+
+def in_threads(count: int, work: Callable[[], str]) -> list[str | BaseException]:
+    """Run ``work`` in ``count`` threads released at the same moment."""
+    barrier = threading.Barrier(count)
+    results: list[str | BaseException] = [RuntimeError("did not run")] * count
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[index] = work()
+        except BaseException as exc:
+            results[index] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def ask_for_token(pk: int) -> Callable[[], str]:
+    def work() -> str:
+        return Connection.objects.get(pk=pk).get_access_token(actor_label="race").access_token
+
+    return work
+
+
+def test_twenty_callers_of_an_expired_shopper_token_cause_one_refresh(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.token_delay = 0.2
+
+    results = in_threads(CALLERS, ask_for_token(connection.pk))
+
+    assert [r for r in results if not isinstance(r, str)] == []
+    stored = reloaded(connection)
+    assert set(results) == {stored.access_token}
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
+    assert len(fake_kroger.token_calls) == 1  # and so no invalid_grant either
+    assert stored.status == ConnectionStatus.ONLINE
+    assert stored.refresh_token != connection.refresh_token
+    assert AuditEvent.objects.filter(action=AuditAction.REFRESHED).count() == 1
+    assert not AuditEvent.objects.filter(action=AuditAction.REFRESH_FAILED).exists()
+
+
+def test_twenty_callers_of_an_expired_client_credentials_token_cause_one_request(
+    cc_client: Any, owner: Any, fake_kroger: FakeKroger
+) -> None:
+    connection = authorize(
+        cc_connection(cc_client, owner), fake_kroger, valid_for=timedelta(minutes=-1)
+    )
+    fake_kroger.token_delay = 0.2
+
+    results = in_threads(CALLERS, ask_for_token(connection.pk))
+
+    assert [r for r in results if not isinstance(r, str)] == []
+    assert set(results) == {reloaded(connection).access_token}
+    assert len(fake_kroger.token_calls_for("client_credentials")) == 1
+    assert len(fake_kroger.token_calls) == 1
+
+
+def test_forced_refreshes_at_once_are_serialized_and_never_reuse_a_refresh_token(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    # "Refresh token" clicked by several people at once: whoever waited for a refresh in
+    # flight uses its result; any later one uses the rotated refresh token, never a dead one.
+    authorize(connection, fake_kroger)
+    fake_kroger.token_delay = 0.2
+
+    def force() -> str:
+        return Connection.objects.get(pk=connection.pk).refresh(force=True).access_token
+
+    results = in_threads(5, force)
+
+    assert [r for r in results if not isinstance(r, str)] == []
+    used = [call["refresh_token"] for call in fake_kroger.token_calls]
+    assert len(used) == len(set(used)) >= 1
+    assert not AuditEvent.objects.filter(action=AuditAction.REFRESH_FAILED).exists()
+    assert reloaded(connection).status == ConnectionStatus.ONLINE
+
+
+CHILD = """
+import json, sys, threading, time
+import django
+django.setup()
+from django.db import connections
+from connections_app.models import Connection
+
+pk, start_at, count = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+results = []
+
+def ask():
+    try:
+        time.sleep(max(start_at - time.time(), 0))
+        results.append(Connection.objects.get(pk=pk).get_access_token().access_token)
+    except Exception as exc:
+        results.append(f"error: {type(exc).__name__}: {exc}")
+    finally:
+        connections.close_all()
+
+threads = [threading.Thread(target=ask) for _ in range(count)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(results))
+"""
+
+
+def test_callers_in_several_processes_cause_one_refresh(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.token_delay = 0.5
+    db = db_connection.settings_dict
+    url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TEST_DATABASE_URL": url,
+        "KROGER_PRODUCTION_URL": fake_kroger.url,
+        "KROGER_CERTIFICATION_URL": fake_kroger.url,
+    }
+    root = Path(__file__).resolve().parent.parent
+    start_at = time.time() + 4  # after every child has imported Django
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(connection.pk), str(start_at), "5"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results: list[str] = []
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        results += json.loads(out.strip().splitlines()[-1])
+
+    assert len(results) == 15
+    assert set(results) == {reloaded(connection).access_token}
+    assert len(fake_kroger.token_calls) == 1
