@@ -20,6 +20,13 @@ urlpatterns = [
         views.connection_authorize,
         name="connection_authorize",
     ),
+    path("connections/<uuid:code>/test/", views.connection_test, name="connection_test"),
+    path("connections/<uuid:code>/refresh/", views.connection_refresh, name="connection_refresh"),
+    path(
+        "connections/<uuid:code>/disconnect/",
+        views.connection_disconnect,
+        name="connection_disconnect",
+    ),
     path("oauth/callback/", views.oauth_callback, name="oauth_callback"),
     path("healthz", views.healthz, name="healthz"),
     path("api/v1/connections/", api.connection_list, name="api_connection_list"),

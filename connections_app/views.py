@@ -15,6 +15,7 @@ from django.db.models import ProtectedError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -35,11 +36,13 @@ from connections_app.models import (
     Connection,
     GrantType,
     OAuthClient,
+    TokenUnavailable,
 )
 
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
+HISTORY_SIZE = 50  # events shown on a connection page, newest first
 
 
 @login_required
@@ -524,6 +527,42 @@ def connection_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
         messages.success(request, f"Connection “{name}” deleted.")
         return redirect("home")
     return render(request, "connections/connection_confirm_delete.html", {"connection": connection})
+
+
+@login_required
+@require_POST
+def connection_test(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    """One real API call with the connection's token (each test spends Kroger's rate limit)."""
+    connection = get_connection_for_user(request.user, code, edit=True)
+    result = connection.test_connection(actor=request.user)
+    report = messages.success if result.ok else messages.error
+    report(request, f"Test connection ({result.endpoint}): {result.message}")
+    return redirect("connection_detail", code=connection.code)
+
+
+@login_required
+@require_POST
+def connection_refresh(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    connection = get_connection_for_user(request.user, code, edit=True)
+    try:
+        token = connection.refresh(force=True, actor=request.user)
+    except TokenUnavailable as exc:
+        messages.error(request, f"The token was not refreshed: {exc.reason}")
+    else:
+        until = timezone.localtime(token.expires_at)
+        message = f"Token refreshed: the access token is valid until {until:%H:%M}."
+        messages.success(request, message)
+    return redirect("connection_detail", code=connection.code)
+
+
+@login_required
+def connection_disconnect(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    connection = get_connection_for_user(request.user, code, edit=True)
+    if request.method == "POST":
+        connection.disconnect(actor=request.user)
+        messages.success(request, f"“{connection.name}” is disconnected: its tokens are forgotten.")
+        return redirect("connection_detail", code=connection.code)
+    return render(request, "connections/connection_disconnect.html", {"connection": connection})
 
 
 @require_GET
