@@ -1,0 +1,23 @@
+"""The portal's URLs plus one bench-only view, reachable only through ``bench.settings``.
+
+``ceiling`` reads one row by primary key and returns it as JSON: the fastest answer this stack
+(gunicorn, Django's middleware, PostgreSQL) can give, to compare the token endpoint against.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+
+from connections_app.models import Connection
+from connections_app.urls import urlpatterns as portal_urlpatterns
+
+
+def ceiling(request: HttpRequest, pk: int) -> JsonResponse:
+    row = Connection.objects.filter(pk=pk).values("code", "name", "status").first()
+    response = JsonResponse({"connection": row})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+urlpatterns = [*portal_urlpatterns, path("bench/ceiling/<int:pk>", ceiling)]
