@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -230,6 +231,35 @@ def test_the_image_collects_static_files_without_keeping_placeholder_secrets() -
     assert "SECRET_KEY=" in run and "ENCRYPTION_KEYS=" in run
     for line in env_lines:
         assert "SECRET_KEY" not in line and "ENCRYPTION_KEYS" not in line
+
+
+def test_the_image_build_collects_static_files_with_its_placeholder_settings(
+    tmp_path: Path,
+) -> None:
+    """The build's collectstatic step, run here: the settings must load with its values alone."""
+    run = next(
+        line for line in dockerfile().replace("\\\n", " ").splitlines() if "collectstatic" in line
+    )
+    words = shlex.split(run.removeprefix("RUN "))
+    assignments = dict(word.split("=", 1) for word in words if re.match(r"[A-Z_]+=", word))
+    command = [word for word in words if not re.match(r"[A-Z_]+=", word)]
+    assert command == ["python", "manage.py", "collectstatic", "--noinput"]
+    env = {"PATH": os.environ["PATH"], "PORTAL_SKIP_DOTENV": "1", **assignments}
+    env["STATIC_ROOT"] = str(tmp_path)
+
+    result = subprocess.run(
+        [sys.executable, *command[1:]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    manifest = (tmp_path / "staticfiles.json").read_text(encoding="utf-8")
+    assert re.search(r'"css/app\.css": "css/app\.[0-9a-f]{12}\.css"', manifest)
 
 
 def test_the_image_checks_its_health_on_healthz_and_serves_with_the_web_script() -> None:
