@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
@@ -19,6 +21,7 @@ from connections_app.models import (
     ServiceKey,
     TokenUnavailable,
 )
+from tests.keepalive import authorize
 
 pytestmark = pytest.mark.django_db
 
@@ -380,3 +383,84 @@ def test_an_offline_connection_with_a_valid_token_is_listed_as_offline(
     authorized.mark_offline("Kroger refused the refresh token.")
     listed = api(client, "/api/v1/connections/", key[1]).json()["connections"]
     assert listed[0]["status"] == ConnectionStatus.OFFLINE
+
+
+# --- Tokens that need a refresh (the fake Kroger over real HTTP) ------------------------------
+
+
+@pytest.fixture
+def expired(connection: Connection, fake_kroger: Any) -> Connection:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    return connection
+
+
+def test_an_expired_token_is_refreshed_once_and_handed_out(
+    client: Client, expired: Connection, fake_kroger: Any
+) -> None:
+    _, raw = ServiceKey.create_key(name="Refresher", connections=[expired])
+    old = expired.access_token
+    response = api(client, token_url(expired), raw)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["access_token"] != old
+    assert body["access_token"] in fake_kroger.issued
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
+    assert api(client, token_url(expired), raw).json()["access_token"] == body["access_token"]
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
+    refreshed = AuditEvent.objects.get(action=AuditAction.REFRESHED)
+    assert refreshed.actor_label == "service key Refresher"
+    assert AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).count() == 2
+
+
+def test_a_refused_grant_answers_409_needs_reauthorization(
+    client: Client, expired: Connection, fake_kroger: Any
+) -> None:
+    _, raw = ServiceKey.create_key(name="Refresher", connections=[expired])
+    fake_kroger.fail_token("invalid_grant")
+    response = api(client, token_url(expired), raw)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "needs_reauthorization"
+    assert response.json()["error"]["message"]
+    assert expired.access_token not in response.content.decode()
+    # Later callers get the same answer without another call to Kroger.
+    assert api(client, token_url(expired), raw).json()["error"]["code"] == "needs_reauthorization"
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
+    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+
+
+def test_kroger_failing_answers_409_kroger_unavailable(
+    client: Client, expired: Connection, fake_kroger: Any
+) -> None:
+    _, raw = ServiceKey.create_key(name="Refresher", connections=[expired])
+    fake_kroger.fail_token("500")
+    response = api(client, token_url(expired), raw)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "kroger_unavailable"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_concurrent_requests_for_an_expired_token_cause_one_refresh(
+    expired: Connection, fake_kroger: Any
+) -> None:
+    _, raw = ServiceKey.create_key(name="Crowd", connections=[expired])
+    fake_kroger.token_delay = 0.3
+    callers = 12
+    barrier = threading.Barrier(callers)
+    answers: list[Any] = [None] * callers
+
+    def call(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            answers[index] = api(Client(), token_url(expired), raw)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [answer.status_code for answer in answers] == [200] * callers
+    assert len({answer.json()["access_token"] for answer in answers}) == 1
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
