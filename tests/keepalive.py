@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.utils import timezone
@@ -49,3 +55,68 @@ def expire(connection: Connection) -> Connection:
 
 def reloaded(connection: Connection) -> Connection:
     return Connection.objects.select_related("client").get(pk=connection.pk)
+
+
+# A process asking for the token from several threads at one moment; prints the answers.
+ASKER = """
+import json, sys, threading, time
+import django
+django.setup()
+from django.db import connections
+from connections_app.models import Connection
+
+pk, start_at, count = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+results = []
+
+def ask():
+    try:
+        time.sleep(max(start_at - time.time(), 0))
+        results.append(Connection.objects.get(pk=pk).get_access_token().access_token)
+    except Exception as exc:
+        results.append(f"error: {type(exc).__name__}: {exc}")
+    finally:
+        connections.close_all()
+
+threads = [threading.Thread(target=ask) for _ in range(count)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(results))
+"""
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(database_url: str, fake: FakeKroger) -> dict[str, str]:
+    """The environment of a portal process using this database and the fake Kroger."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TEST_DATABASE_URL": database_url,
+        "KROGER_PRODUCTION_URL": fake.url,
+        "KROGER_CERTIFICATION_URL": fake.url,
+    }
+
+
+def ask_in_processes(
+    database_url: str, fake: FakeKroger, pk: int, *, processes: int, threads: int
+) -> list[str]:
+    """Ask for connection ``pk``'s token from ``threads`` threads in each of ``processes``
+    processes, all released at the same moment; the tokens (or errors) they got."""
+    start_at = time.time() + 4  # after every process has imported Django
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", ASKER, str(pk), str(start_at), str(threads)],
+            cwd=ROOT,
+            env=child_env(database_url, fake),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    results: list[str] = []
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        results += json.loads(out.strip().splitlines()[-1])
+    return results

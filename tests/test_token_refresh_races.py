@@ -7,15 +7,9 @@ invalid_grant and lose the connection.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +18,7 @@ from django.db import connections
 
 from connections_app.models import AuditAction, AuditEvent, Connection, ConnectionStatus
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, cc_connection, reloaded
+from tests.keepalive import ask_in_processes, authorize, cc_connection, reloaded
 
 pytestmark = [
     pytest.mark.postgres,
@@ -118,32 +112,6 @@ def test_forced_refreshes_at_once_are_serialized_and_never_reuse_a_refresh_token
     assert reloaded(connection).status == ConnectionStatus.ONLINE
 
 
-CHILD = """
-import json, sys, threading, time
-import django
-django.setup()
-from django.db import connections
-from connections_app.models import Connection
-
-pk, start_at, count = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-results = []
-
-def ask():
-    try:
-        time.sleep(max(start_at - time.time(), 0))
-        results.append(Connection.objects.get(pk=pk).get_access_token().access_token)
-    except Exception as exc:
-        results.append(f"error: {type(exc).__name__}: {exc}")
-    finally:
-        connections.close_all()
-
-threads = [threading.Thread(target=ask) for _ in range(count)]
-for t in threads: t.start()
-for t in threads: t.join()
-print(json.dumps(results))
-"""
-
-
 def test_callers_in_several_processes_cause_one_refresh(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
@@ -151,31 +119,8 @@ def test_callers_in_several_processes_cause_one_refresh(
     fake_kroger.token_delay = 0.5
     db = db_connection.settings_dict
     url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "TEST_DATABASE_URL": url,
-        "KROGER_PRODUCTION_URL": fake_kroger.url,
-        "KROGER_CERTIFICATION_URL": fake_kroger.url,
-    }
-    root = Path(__file__).resolve().parent.parent
-    start_at = time.time() + 4  # after every child has imported Django
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(connection.pk), str(start_at), "5"],
-            cwd=root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    results: list[str] = []
-    for child in children:
-        out, err = child.communicate(timeout=60)
-        assert child.returncode == 0, err
-        results += json.loads(out.strip().splitlines()[-1])
+
+    results = ask_in_processes(url, fake_kroger, connection.pk, processes=3, threads=5)
 
     assert len(results) == 15
     assert set(results) == {reloaded(connection).access_token}
