@@ -57,7 +57,7 @@ def create_connection_with_new_client(
 
 def all_database_text() -> str:
     """Every value of every table, read with raw SQL: what someone with the database sees."""
-    chunks = []
+    chunks: list[str] = []
     with db.cursor() as cursor:
         for table in db.introspection.table_names(cursor):
             cursor.execute(f"SELECT * FROM {db.ops.quote_name(table)}")
