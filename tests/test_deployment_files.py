@@ -7,6 +7,7 @@ check what only Docker would read: services, commands, variables and the image's
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import shlex
@@ -183,6 +184,33 @@ def test_gunicorn_logs_requests_without_their_query_strings(
     assert "%(U)s" in conf.access_log_format
     for atom in ("%(r)s", "%(q)s", "%(f)s", "%({"):
         assert atom not in conf.access_log_format
+
+
+class MessageList(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_gunicorn_error_lines_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    importlib.import_module("connections_app.gunicorn_conf")
+    # gunicorn writes through its own handler on this logger, not through Django's.
+    logger = logging.getLogger("gunicorn.error")
+    handler = MessageList()
+    monkeypatch.setattr(logger, "propagate", False)
+    logger.addHandler(handler)
+    try:
+        logger.error("Error handling request %s", "/oauth/callback/?code=abc123xyz&state=s7t8u9v0")
+    finally:
+        logger.removeHandler(handler)
+
+    assert len(handler.messages) == 1
+    assert "/oauth/callback/" in handler.messages[0]
+    assert "abc123xyz" not in handler.messages[0]
+    assert "s7t8u9v0" not in handler.messages[0]
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
