@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
-from django.db import DatabaseError, models, transaction
+from django.db import DatabaseError, OperationalError, connections, models, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -304,9 +304,18 @@ class Connection(models.Model):
         """
         started = timezone.now()
         locked = Connection.objects.filter(pk=self.pk).select_for_update(of=("self",))
-        claimed = self._refresh_claimed(
-            locked, force=force, since=started, actor=actor, actor_label=actor_label
-        )
+        try:
+            claimed = self._refresh_claimed(
+                locked, force=force, since=started, actor=actor, actor_label=actor_label
+            )
+        except OperationalError:
+            # The lock wait ran out (PostgreSQL lock_timeout; SQLite's busy timeout).
+            logger.warning("Refresh of connection %s: gave up waiting for the lock", self.code)
+            raise TokenUnavailable(
+                "kroger_unavailable",
+                "Another refresh of this connection is still waiting for Kroger. Try again "
+                "in a minute.",
+            ) from None
         assert claimed is not None  # a blocking lock always gets the row
         fresh, outcome = claimed
         for model_field in self._meta.concrete_fields:  # this instance now shows the new state
@@ -384,9 +393,15 @@ class Connection(models.Model):
         The HTTP call to Kroger happens while the transaction (and the lock) is open. That is
         the accepted trade-off: it is what makes concurrent callers cause exactly one token
         request, and a rotated refresh token is never lost between the call and the save. The
-        call is bounded by KROGER_TIMEOUT_SECONDS, so waiters wait at most that long.
+        call is bounded by KROGER_TIMEOUT_SECONDS; waiters give up after twice that, rather
+        than hang behind a holder that is stuck.
         """
         with transaction.atomic():
+            db = connections[claim.db]
+            if db.vendor == "postgresql":
+                with db.cursor() as cursor:  # for this transaction only
+                    wait = f"{2 * int(settings.KROGER_TIMEOUT_SECONDS)}s"
+                    cursor.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
             connection = claim.select_related("client").first()
             if connection is None:
                 return None

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -59,18 +58,19 @@ def reloaded(connection: Connection) -> Connection:
 
 # A process asking for the token from several threads at one moment; prints the answers.
 ASKER = """
-import json, sys, threading, time
+import json, sys, threading
 import django
 django.setup()
 from django.db import connections
 from connections_app.models import Connection
 
-pk, start_at, count = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+pk, count = int(sys.argv[1]), int(sys.argv[2])
 results = []
+go = threading.Event()
 
 def ask():
     try:
-        time.sleep(max(start_at - time.time(), 0))
+        go.wait()
         results.append(Connection.objects.get(pk=pk).get_access_token().access_token)
     except Exception as exc:
         results.append(f"error: {type(exc).__name__}: {exc}")
@@ -79,6 +79,9 @@ def ask():
 
 threads = [threading.Thread(target=ask) for _ in range(count)]
 for t in threads: t.start()
+print("ready", flush=True)
+sys.stdin.readline()
+go.set()
 for t in threads: t.join()
 print(json.dumps(results))
 """
@@ -101,19 +104,26 @@ def ask_in_processes(
     database_url: str, fake: FakeKroger, pk: int, *, processes: int, threads: int
 ) -> list[str]:
     """Ask for connection ``pk``'s token from ``threads`` threads in each of ``processes``
-    processes, all released at the same moment; the tokens (or errors) they got."""
-    start_at = time.time() + 4  # after every process has imported Django
+    processes, released together once all are ready; the tokens (or errors) they got."""
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", ASKER, str(pk), str(start_at), str(threads)],
+            [sys.executable, "-c", ASKER, str(pk), str(threads)],
             cwd=ROOT,
             env=child_env(database_url, fake),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(processes)
     ]
+    for child in children:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
     results: list[str] = []
     for child in children:
         out, err = child.communicate(timeout=60)

@@ -8,15 +8,22 @@ invalid_grant and lose the connection.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection as db_connection
-from django.db import connections
+from django.db import connections, transaction
 
-from connections_app.models import AuditAction, AuditEvent, Connection, ConnectionStatus
+from connections_app.models import (
+    AuditAction,
+    AuditEvent,
+    Connection,
+    ConnectionStatus,
+    TokenUnavailable,
+)
 from tests.fakes.fake_kroger import FakeKroger
 from tests.keepalive import ask_in_processes, authorize, cc_connection, reloaded
 
@@ -125,3 +132,36 @@ def test_callers_in_several_processes_cause_one_refresh(
     assert len(results) == 15
     assert set(results) == {reloaded(connection).access_token}
     assert len(fake_kroger.token_calls) == 1
+
+
+def test_a_caller_gives_up_waiting_behind_a_stuck_refresh(
+    connection: Connection, fake_kroger: FakeKroger, settings: Any
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    settings.KROGER_TIMEOUT_SECONDS = 1  # waiters give up after 2 seconds
+    locked, release = threading.Event(), threading.Event()
+
+    def stuck_holder() -> None:
+        try:
+            with transaction.atomic():
+                Connection.objects.select_for_update().get(pk=connection.pk)
+                locked.set()
+                release.wait(timeout=10)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=stuck_holder)
+    holder.start()
+    try:
+        assert locked.wait(timeout=10)
+        started = time.monotonic()
+        with pytest.raises(TokenUnavailable) as caught:
+            reloaded(connection).get_access_token()
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join(timeout=10)
+
+    assert caught.value.code == "kroger_unavailable"
+    assert 1.5 < waited < 5
+    assert fake_kroger.token_calls == []
