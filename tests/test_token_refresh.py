@@ -20,6 +20,7 @@ from connections_app.models import (
     ConnectionStatus,
     TokenUnavailable,
 )
+from tests.conftest import CLIENT_SECRET
 from tests.fakes.fake_kroger import FakeKroger
 from tests.keepalive import authorize, cc_connection, expire, reloaded
 
@@ -267,3 +268,24 @@ def test_a_failed_save_of_a_client_credentials_token_is_retried_later(
         reloaded(connection).get_access_token()
     assert caught.value.code == "kroger_unavailable"
     assert not reloaded(connection).needs_reauthorization
+
+
+def test_refused_client_credentials_are_retried_and_reported_once_offline(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    # Not the grant's fault (e.g. a changed client secret): retried with backoff, since
+    # fixing the OAuth 2.0 client is enough; people are told once it has no token left.
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.fail_token("invalid_client")
+
+    with pytest.raises(TokenUnavailable) as caught:
+        reloaded(connection).get_access_token()
+
+    assert caught.value.code == "kroger_unavailable"
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.OFFLINE
+    assert stored.status_reason.startswith("Kroger refused the refresh: Kroger did not accept")
+    assert not stored.needs_reauthorization and stored.next_refresh_at is not None
+    assert stored.refresh_token == connection.refresh_token
+    [email] = mail.outbox
+    assert "offline" in email.subject and CLIENT_SECRET not in email.body
