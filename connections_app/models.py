@@ -163,7 +163,6 @@ class RefreshOutcome:
     summary: str  # one line for logs and people; never a secret
     token: AccessToken | None = None  # a still-usable token, even after a failed refresh
     error: TokenUnavailable | None = None
-    refreshed: bool = False
     notify: str = ""  # "failure", "recovery" or ""
     notify_detail: str = ""
 
@@ -428,7 +427,11 @@ class Connection(models.Model):
         ):
             return RefreshOutcome("refreshed by another caller", token=self.current_token())
         if self.needs_reauthorization:
-            error = TokenUnavailable("needs_reauthorization", NEEDS_REAUTHORIZATION)
+            error = TokenUnavailable(
+                "needs_reauthorization",
+                f"{NEEDS_REAUTHORIZATION}: Kroger no longer accepts this connection's refresh "
+                "token. Authorize it again.",
+            )
             return RefreshOutcome("needs reauthorization", token=self.current_token(), error=error)
         if not force and self.next_refresh_at is not None and self.next_refresh_at > now:
             # Backing off: every caller in the meantime would otherwise wait for its own
@@ -498,7 +501,6 @@ class Connection(models.Model):
         return RefreshOutcome(
             f"refreshed, valid until {self.token_expires_at:%H:%M:%S} UTC",
             token=self.current_token(),
-            refreshed=True,
             notify="recovery" if recovered else "",
         )
 
@@ -574,11 +576,11 @@ class Connection(models.Model):
             status_before,
             self.status,
         )
-        reason = NEEDS_REAUTHORIZATION if exc.grant_dead else self.status_reason or exc.message
+        reason = f"{NEEDS_REAUTHORIZATION}: {exc.message}" if exc.grant_dead else exc.message
         return RefreshOutcome(
             f"refresh failed ({exc.kind}{http}), {self.get_status_display().lower()}",
             token=self.current_token(),
-            error=TokenUnavailable(code, reason if exc.grant_dead else exc.message),
+            error=TokenUnavailable(code, reason),
             notify=notify,
             notify_detail=exc.message,
         )
