@@ -53,6 +53,8 @@ class OAuthClientForm(forms.ModelForm):
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The form also opens in a dialog over the connection panel: its ids must differ.
+        kwargs.setdefault("auto_id", "client_%s")
         super().__init__(*args, **kwargs)
         self.fields["environment"] = forms.ChoiceField(
             label="Environment", choices=environment_choices()

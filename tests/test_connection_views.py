@@ -298,3 +298,26 @@ def test_a_viewer_cannot_delete(client: Any, teammate: Any, connection: Connecti
     assert client.get(f"/connections/{connection.code}/delete/").status_code == 403
     assert client.post(f"/connections/{connection.code}/delete/").status_code == 403
     assert Connection.objects.filter(pk=connection.pk).exists()
+
+
+def test_the_edit_panel_keeps_its_input_across_a_trip_to_the_client_form(
+    client: Any, owner: Any, connection: Connection
+) -> None:
+    client.force_login(owner)
+    url = f"/connections/{connection.code}/edit/"
+    data = edit_data(connection, name="Store cart renamed", action="add_client")
+    assert client.post(url, data)["Location"] == "/clients/new/?next=panel"
+    form = {
+        "name": "Second app",
+        "environment": "production",
+        "grant_type": "authorization_code",
+        "client_id": "second",
+        "client_secret": "second-secret",
+    }
+    response = client.post("/clients/new/?next=panel", form)
+    assert response["Location"] == f"{url}?restore=1"
+    page = client.get(response["Location"]).content.decode()
+    assert input_value(page, "name") == "Store cart renamed"
+    assert (selected_option(page, "client") or {}).get("text") == "Second app"
+    connection.refresh_from_db()
+    assert connection.name == "Store cart"  # nothing saved until the panel is saved

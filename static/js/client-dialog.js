@@ -33,7 +33,9 @@
   function show(html) {
     body.innerHTML = html;
     body.dispatchEvent(new CustomEvent("portal:content", { bubbles: true }));
-    const first = body.querySelector(".has-error input, .has-error select, input:not([type=hidden]), select");
+    const first =
+      body.querySelector(".has-error input, .has-error select") ||
+      body.querySelector("input:not([type=hidden]), select");
     if (first) first.focus();
   }
 
