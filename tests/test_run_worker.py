@@ -11,30 +11,36 @@ from datetime import timedelta
 import pytest
 from django.core.management import CommandError, call_command
 
-from connections_app.models import AuditAction, AuditEvent, Connection
+from connections_app.models import AuditAction, AuditEvent, Connection, Scope
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize
+from tests.keepalive import authorize, reloaded
 
 
 # Transactional: the worker closes stale database connections between passes, as a
 # long-running process must, which a test wrapped in one transaction would not survive.
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_it_refreshes_then_stops_on_sigterm(
+def test_sigterm_lets_the_refresh_under_way_finish_then_stops(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=1))
+    second = Connection.objects.create(
+        name="Second", environment=connection.environment, client=connection.client
+    )
+    second.scopes.set(Scope.objects.filter(name="product.compact"))
+    authorize(second, fake_kroger, valid_for=timedelta(minutes=2))
+    fake_kroger.token_delay = 1.0  # SIGTERM arrives while Kroger is answering the first
     handler_before = signal.getsignal(signal.SIGTERM)
-    timer = threading.Timer(1.5, os.kill, args=(os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM))
     out = io.StringIO()
 
     timer.start()
     call_command("run_worker", "--interval=1", "--concurrency=1", stdout=out)  # returns: exit 0
 
     assert "SIGTERM: finishing the current work" in out.getvalue()
-    assert (
-        AuditEvent.objects.filter(action=AuditAction.REFRESHED, connection=connection).count() == 1
-    )
+    refreshed = AuditEvent.objects.filter(action=AuditAction.REFRESHED)
+    assert list(refreshed.values_list("connection__name", flat=True)) == ["Store cart"]
     assert len(fake_kroger.token_calls) == 1
+    assert reloaded(connection).access_token != connection.access_token
     assert signal.getsignal(signal.SIGTERM) is handler_before
 
 
