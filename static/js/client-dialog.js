@@ -42,6 +42,11 @@
   async function open(url, button) {
     opener = button;
     const response = await fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" });
+    if (response.redirected) {
+      // Signed out meanwhile: show the sign-in page itself rather than inside the dialog.
+      window.location.assign(response.url);
+      return;
+    }
     if (!response.ok) {
       status.textContent = "The OAuth 2.0 client form could not be opened (" + response.status + ").";
       return;
