@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
@@ -436,31 +434,3 @@ def test_kroger_failing_answers_409_kroger_unavailable(
     response = api(client, token_url(expired), raw)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "kroger_unavailable"
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_concurrent_requests_for_an_expired_token_cause_one_refresh(
-    expired: Connection, fake_kroger: Any
-) -> None:
-    _, raw = ServiceKey.create_key(name="Crowd", connections=[expired])
-    fake_kroger.token_delay = 0.3
-    callers = 12
-    barrier = threading.Barrier(callers)
-    answers: list[Any] = [None] * callers
-
-    def call(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            answers[index] = api(Client(), token_url(expired), raw)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert [answer.status_code for answer in answers] == [200] * callers
-    assert len({answer.json()["access_token"] for answer in answers}) == 1
-    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
