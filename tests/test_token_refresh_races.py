@@ -25,12 +25,24 @@ from connections_app.models import (
     TokenUnavailable,
 )
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import ask_in_processes, authorize, cc_connection, reloaded
+from tests.keepalive import (
+    ask_in_processes,
+    authorize,
+    cc_connection,
+    reloaded,
+    restore_catalogue_and_roles,
+)
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
+
+
+@pytest.fixture(autouse=True)
+def catalogue_and_roles() -> None:
+    restore_catalogue_and_roles()
+
 
 CALLERS = 20
 
