@@ -42,6 +42,7 @@ class ServiceKeyForm(forms.Form):
         min_value=1,
         max_value=3650,
         help_text="Leave blank for a key that works until it is revoked.",
+        widget=forms.NumberInput(attrs={"class": "days"}),
     )
 
     def clean_name(self) -> str:
