@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import re
-from importlib import import_module
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.db import connection as db
 
-from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
-from connections_app.models import Connection, ConnectionStatus, Scope
+from connections_app.access import EDITORS
+from connections_app.models import Connection, ConnectionStatus
 from tests.conftest import CLIENT_SECRET, PASSWORD, sign_in
 from tests.fakes.fake_kroger import FakeKroger
+from tests.keepalive import restore_catalogue_and_roles
 
-PUBLIC_SCOPES = import_module("connections_app.migrations.0002_seed_scopes_and_roles").PUBLIC_SCOPES
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
 
 CLIENT_ID = "weekly-shop-app-0001"
 SCOPES = {"product.compact", "cart.basic:write", "profile.compact"}
@@ -25,17 +26,8 @@ SCOPES = {"product.compact", "cart.basic:write", "profile.compact"}
 
 @pytest.fixture(autouse=True)
 def catalogue_and_roles() -> None:
-    """The scopes and roles a data migration seeds. A transactional test's flush removes them,
-    and serialized_rollback has been seen to restore nothing when the session's first
-    database test was not transactional, so they are put back here."""
-    for name, description, allows_cc in PUBLIC_SCOPES:
-        Scope.objects.get_or_create(
-            name=name,
-            defaults={"description": description, "allows_client_credentials": allows_cc},
-        )
-    for group_name, codenames in ((VIEWERS, VIEW_PERMISSIONS), (EDITORS, EDIT_PERMISSIONS)):
-        group, _ = Group.objects.get_or_create(name=group_name)
-        group.permissions.set(Permission.objects.filter(codename__in=codenames))
+    # A transactional test's flush empties the data migration's rows (see tests/keepalive.py).
+    restore_catalogue_and_roles()
 
 
 def sign_up_first_user(page: Any) -> None:
