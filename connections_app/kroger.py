@@ -361,7 +361,9 @@ def _is_loopback(host: str | None) -> bool:
     return host in {"localhost", "::1"} or bool(host and host.startswith("127."))
 
 
-def _send(environment: str, method: str, url: str, *, grant: str, **kwargs: Any) -> Any:
+def _send(
+    environment: str, method: str, url: str, *, grant: str, **kwargs: Any
+) -> requests.Response:
     env = ENVIRONMENT_LABELS.get(environment, environment)
     try:
         response = requests.request(
@@ -412,7 +414,7 @@ def _send(environment: str, method: str, url: str, *, grant: str, **kwargs: Any)
     return response
 
 
-def _json_body(environment: str, response: Any, grant: str) -> dict[str, Any]:
+def _json_body(environment: str, response: requests.Response, grant: str) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
