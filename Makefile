@@ -37,7 +37,7 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy connections_app tests
+	$(VENV)/bin/mypy connections_app tests bench
 
 format: venv
 	$(VENV)/bin/ruff format .

@@ -10,13 +10,14 @@ import copy
 import os
 import shutil
 from collections.abc import Iterator
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 
-from connections_app.access import EDITORS, VIEWERS
+from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
 from connections_app.models import Connection, Environment, GrantType, OAuthClient, Scope
 from tests.fakes.fake_kroger import FakeKroger
 
@@ -42,6 +43,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected what this run leaves out
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from django.conf import settings
 
@@ -55,6 +57,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             skip = pytest.mark.skip(reason="needs PostgreSQL (TEST_DATABASE_URL)")
             for item in postgres_items:
                 item.add_marker(skip)
+
+
+# --- Rows a data migration seeds ---------------------------------------------------------
+
+
+def restore_catalogue_and_roles() -> None:
+    """Put back the scope catalogue and the roles, which come from a data migration. A
+    transactional test (live server, threads, processes) ends with a flush that empties every
+    table; Django re-creates content types and permissions then, but not migration data."""
+    seed = import_module("connections_app.migrations.0002_seed_scopes_and_roles")
+    for name, description, allows_cc in seed.PUBLIC_SCOPES:
+        Scope.objects.get_or_create(
+            name=name,
+            defaults={"description": description, "allows_client_credentials": allows_cc},
+        )
+    for group_name, codenames in ((VIEWERS, VIEW_PERMISSIONS), (EDITORS, EDIT_PERMISSIONS)):
+        group, created = Group.objects.get_or_create(name=group_name)
+        if created:
+            group.permissions.set(
+                Permission.objects.filter(
+                    content_type__app_label="connections_app", codename__in=codenames
+                )
+            )
+
+
+@pytest.fixture(autouse=True)
+def _catalogue_and_roles(request: pytest.FixtureRequest) -> None:
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction")) or any(
+        name in request.fixturenames for name in ("transactional_db", "live_server")
+    )
+    if transactional:
+        request.getfixturevalue("transactional_db")
+        restore_catalogue_and_roles()
 
 
 # --- People ---------------------------------------------------------------------------------

@@ -7,14 +7,11 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
-from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
 from connections_app.models import Connection, Environment, GrantType, OAuthClient, Scope
 from tests.fakes.fake_kroger import FakeKroger
 
@@ -133,23 +130,3 @@ def ask_in_processes(
         assert child.returncode == 0, err
         results += json.loads(out.strip().splitlines()[-1])
     return results
-
-
-def restore_catalogue_and_roles() -> None:
-    """Put back the scope catalogue and the roles, which come from a data migration: a
-    transactional test's flush empties them, and serialized_rollback does not always restore
-    them (not after the session's browser has started). A no-op when they are there."""
-    seed = import_module("connections_app.migrations.0002_seed_scopes_and_roles")
-    for name, description, allows_cc in seed.PUBLIC_SCOPES:
-        Scope.objects.get_or_create(
-            name=name,
-            defaults={"description": description, "allows_client_credentials": allows_cc},
-        )
-    for group_name, codenames in ((VIEWERS, VIEW_PERMISSIONS), (EDITORS, EDIT_PERMISSIONS)):
-        group, created = Group.objects.get_or_create(name=group_name)
-        if created:
-            group.permissions.set(
-                Permission.objects.filter(
-                    content_type__app_label="connections_app", codename__in=codenames
-                )
-            )

@@ -9,17 +9,10 @@ import pytest
 from django.db import connection as db_connection
 
 from connections_app.models import AuthorizationAttempt, AuthorizationRefused, Connection
-from tests.keepalive import restore_catalogue_and_roles
-
-
-@pytest.fixture(autouse=True)
-def catalogue_and_roles() -> None:
-    # A transactional test's flush empties the data migration's rows (see tests/keepalive.py).
-    restore_catalogue_and_roles()
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_callbacks_claim_a_state_once(owner: Any, connection: Connection) -> None:
     _, state = AuthorizationAttempt.begin(
         connection=connection, user=owner, redirect_uri="https://portal.test/oauth/callback/"

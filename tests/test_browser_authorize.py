@@ -13,21 +13,14 @@ from connections_app.access import EDITORS
 from connections_app.models import Connection, ConnectionStatus
 from tests.conftest import CLIENT_SECRET, PASSWORD, sign_in
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import restore_catalogue_and_roles
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 CLIENT_ID = "weekly-shop-app-0001"
 SCOPES = {"product.compact", "cart.basic:write", "profile.compact"}
-
-
-@pytest.fixture(autouse=True)
-def catalogue_and_roles() -> None:
-    # A transactional test's flush empties the data migration's rows (see tests/keepalive.py).
-    restore_catalogue_and_roles()
 
 
 def sign_up_first_user(page: Any) -> None:

@@ -9,18 +9,12 @@ import pytest
 from connections_app.models import Connection, ConnectionStatus
 from tests.conftest import sign_in
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, reloaded, restore_catalogue_and_roles
+from tests.keepalive import authorize, reloaded
 
-# serialized_rollback: the scope catalogue and the roles come from a data migration.
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture(autouse=True)
-def catalogue_and_roles() -> None:
-    restore_catalogue_and_roles()
 
 
 def test_an_editor_tests_refreshes_and_disconnects_a_connection(

@@ -3,48 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import import_module
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, Permission
 from playwright.sync_api import expect
 
-from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
-from connections_app.models import Connection, OAuthClient, Scope
+from connections_app.models import Connection, OAuthClient
 from tests.conftest import ARTIFACTS, CLIENT_SECRET, sign_in
 
-# serialized_rollback: the scope catalogue and the roles come from a data migration.
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
-PUBLIC_SCOPES = import_module("connections_app.migrations.0002_seed_scopes_and_roles").PUBLIC_SCOPES
 CART_RULE = (
     "When the OAuth 2.0 client uses Client credentials, the cart.basic:write scope cannot be "
     "selected."
 )
-
-
-@pytest.fixture(autouse=True)
-def catalogue_and_roles() -> None:
-    """The scope catalogue and the roles come from a data migration, which a transactional
-    test's flush empties; on SQLite the serialized copy is not always restored after a live
-    server test, so put back what these tests rely on (a no-op when it is there)."""
-    for name, description, allows_cc in PUBLIC_SCOPES:
-        Scope.objects.get_or_create(
-            name=name,
-            defaults={"description": description, "allows_client_credentials": allows_cc},
-        )
-    for group_name, codenames in ((VIEWERS, VIEW_PERMISSIONS), (EDITORS, EDIT_PERMISSIONS)):
-        group, created = Group.objects.get_or_create(name=group_name)
-        if created:
-            group.permissions.set(
-                Permission.objects.filter(
-                    content_type__app_label="connections_app", codename__in=codenames
-                )
-            )
 
 
 @pytest.fixture

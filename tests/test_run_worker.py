@@ -13,18 +13,12 @@ from django.core.management import CommandError, call_command
 
 from connections_app.models import AuditAction, AuditEvent, Connection, Scope
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, reloaded, restore_catalogue_and_roles
-
-
-@pytest.fixture
-def catalogue_and_roles() -> None:
-    restore_catalogue_and_roles()
+from tests.keepalive import authorize, reloaded
 
 
 # Transactional: the worker closes stale database connections between passes, as a
 # long-running process must, which a test wrapped in one transaction would not survive.
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.usefixtures("catalogue_and_roles")
+@pytest.mark.django_db(transaction=True)
 def test_sigterm_lets_the_refresh_under_way_finish_then_stops(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:

@@ -14,13 +14,7 @@ from django.db import connections
 from django.test import Client
 
 from connections_app.models import AuditAction, AuditEvent, Connection, ServiceKey
-from tests.keepalive import authorize, restore_catalogue_and_roles
-
-
-@pytest.fixture(autouse=True)
-def catalogue_and_roles() -> None:
-    # A transactional test's flush empties the data migration's rows (see tests/keepalive.py).
-    restore_catalogue_and_roles()
+from tests.keepalive import authorize
 
 
 @pytest.fixture
@@ -30,7 +24,7 @@ def expired(connection: Connection, fake_kroger: Any) -> Connection:
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_for_an_expired_token_cause_one_refresh(
     expired: Connection, fake_kroger: Any
 ) -> None:

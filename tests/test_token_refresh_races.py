@@ -30,18 +30,12 @@ from tests.keepalive import (
     authorize,
     cc_connection,
     reloaded,
-    restore_catalogue_and_roles,
 )
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture(autouse=True)
-def catalogue_and_roles() -> None:
-    restore_catalogue_and_roles()
 
 
 CALLERS = 20

@@ -21,7 +21,7 @@ from connections_app.models import (
     Scope,
 )
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, cc_connection, reloaded, restore_catalogue_and_roles
+from tests.keepalive import authorize, cc_connection, reloaded
 
 
 def shopper_connection(
@@ -134,14 +134,8 @@ def test_a_transient_failure_waits_for_its_backoff(
     assert reloaded(connection).refresh_failures == 0
 
 
-@pytest.fixture
-def catalogue_and_roles() -> None:
-    restore_catalogue_and_roles()
-
-
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.usefixtures("catalogue_and_roles")
+@pytest.mark.django_db(transaction=True)
 def test_two_workers_at_once_refresh_each_connection_once(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
