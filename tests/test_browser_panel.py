@@ -74,6 +74,8 @@ def test_a_client_added_through_plus_and_scopes_picked_with_the_buttons(
     sign_in(panel, owner)
     panel.goto("/")
     panel.get_by_role("link", name="Create connection").click()
+    # Wait for "load": the panel's scripts must have run before "+" opens the dialog.
+    panel.wait_for_url("**/connections/new/")
     panel.get_by_label("Name your connection").fill("Weekly shop")
     panel.get_by_label("Environment").select_option(label="Production (https://api.kroger.com/v1/)")
 
