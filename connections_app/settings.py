@@ -227,9 +227,18 @@ ACCOUNT_ADAPTER = "connections_app.accounts.AccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_UNIQUE_EMAIL = True
-ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "none")
+# Open sign-up trusts the address's domain, so the address must be proven: otherwise anyone
+# could sign up as someone@allowed-domain without owning that mailbox.
+ACCOUNT_EMAIL_VERIFICATION = env_str(
+    "ACCOUNT_EMAIL_VERIFICATION", "mandatory" if ALLOWED_SIGNUP_DOMAINS else "none"
+)
 if ACCOUNT_EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
     raise ConfigError("ACCOUNT_EMAIL_VERIFICATION must be none, optional or mandatory")
+if ALLOWED_SIGNUP_DOMAINS and ACCOUNT_EMAIL_VERIFICATION != "mandatory" and not DEBUG:
+    raise ConfigError(
+        "ACCOUNT_EMAIL_VERIFICATION must be mandatory when ALLOWED_SIGNUP_DOMAINS is set: "
+        "sign-up by domain is safe only for addresses people have proven they own"
+    )
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = True
 ACCOUNT_SESSION_REMEMBER = None
 LOGIN_REDIRECT_URL = "/"

@@ -59,6 +59,10 @@ def test_a_good_production_configuration_starts() -> None:
         ({"SITE_URL": "http://portal.example.com"}, "SITE_URL"),
         ({"KROGER_PRODUCTION_URL": "http://api.kroger.com/v1/"}, "KROGER_PRODUCTION_URL"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
+        (
+            {"ALLOWED_SIGNUP_DOMAINS": "team.example", "ACCOUNT_EMAIL_VERIFICATION": "none"},
+            "ACCOUNT_EMAIL_VERIFICATION",
+        ),
     ],
 )
 def test_it_refuses_to_start_with_one_line_naming_the_variable(
@@ -82,3 +86,8 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
 
 def test_loopback_kroger_urls_may_use_plain_http() -> None:
     assert run_check(KROGER_PRODUCTION_URL="http://127.0.0.1:9999/v1/").returncode == 0
+
+
+def test_sign_up_by_domain_requires_confirmed_addresses_by_default() -> None:
+    result = run_check(ALLOWED_SIGNUP_DOMAINS="team.example", ACCOUNT_EMAIL_VERIFICATION=None)
+    assert result.returncode == 0, result.stderr

@@ -60,3 +60,15 @@ def test_the_admin_is_reached_through_the_portal_sign_in(client: Any) -> None:
 def test_a_member_who_is_not_staff_cannot_open_the_admin(client: Any, teammate: Any) -> None:
     client.force_login(teammate)
     assert client.get("/admin/", follow=True).status_code == 403
+
+
+def test_a_domain_sign_up_gets_in_only_after_confirming_the_address(
+    client: Any, settings: Any, mailoutbox: Any, admin_user: Any
+) -> None:
+    settings.ALLOWED_SIGNUP_DOMAINS = ["team.example"]
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    response = sign_up(client, "carol@team.example")
+    assert response.status_code == 302
+    assert "/accounts/confirm-email/" in response["Location"]
+    assert client.get("/").status_code == 302  # not signed in yet
+    assert [m.to for m in mailoutbox] == [["carol@team.example"]]
