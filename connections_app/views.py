@@ -8,11 +8,12 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
 from django.db.models import ProtectedError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -277,7 +278,14 @@ def _callback_headers(view: Any) -> Any:
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest) -> HttpResponse:
-        response: HttpResponse = view(request)
+        try:
+            response: HttpResponse = view(request)
+        except (PermissionDenied, Http404):
+            # E.g. the person who started the flow is no longer an editor: answer here, so
+            # the error page keeps these headers too.
+            response = _callback_error(
+                request, 403, f"You may not authorize this connection. {START_AGAIN}"
+            )
         response["Referrer-Policy"] = "no-referrer"
         response["Cache-Control"] = "no-store"
         return response

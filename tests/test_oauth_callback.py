@@ -8,8 +8,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
+from connections_app.access import VIEWERS
 from connections_app.models import (
     AuditAction,
     AuditEvent,
@@ -176,6 +178,23 @@ def test_a_viewer_gets_nothing_from_a_callback(
     response = client.get("/oauth/callback/?" + urlencode({"code": "x", "state": "y"}))
     assert response.status_code == 400
     assert fake.token_calls == []
+
+
+def test_an_editor_demoted_during_the_flow_gets_nothing_from_the_callback(
+    client: Any, owner: Any, connection: Connection, fake: FakeKroger
+) -> None:
+    client.force_login(owner)
+    url = authorized_callback(client, connection, fake)
+    owner.groups.set([Group.objects.get(name=VIEWERS)])
+
+    response = client.get(url)
+
+    assert response.status_code == 403
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Cache-Control"] == "no-store"
+    assert fake.token_calls == []
+    connection.refresh_from_db()
+    assert connection.status == ConnectionStatus.NOT_AUTHORIZED
 
 
 def test_a_declined_consent_leaves_the_connection_not_authorized(
