@@ -41,11 +41,14 @@ class AccountAdapter(DefaultAccountAdapter):
     def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> Any:
         user = super().save_user(request, user, form, commit=False)
         with transaction.atomic():
+            # Sign-ups queue on the Viewers row, so two people signing up at once on an empty
+            # portal cannot both see it empty and both become administrators.
+            viewers = Group.objects.select_for_update().get(name=VIEWERS)
             first = portal_is_empty()
             if first:
                 user.is_staff = True
                 user.is_superuser = True
             user.save()
             if not first:
-                user.groups.add(Group.objects.get(name=VIEWERS))
+                user.groups.add(viewers)
         return user
