@@ -1,4 +1,8 @@
-"""Django admin for the portal. Secrets are write-only here: never shown, blank keeps them."""
+"""Django admin for the portal. Secrets are write-only here: never shown, blank keeps them.
+
+The admin keeps the domain rules the portal's own forms keep, and records its changes in the
+audit trail (field names only, never values), so a connection's History shows them too.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,24 @@ from typing import Any
 from allauth.account.decorators import secure_admin_login
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
+from connections_app.forms import banner_field
 from connections_app.models import (
+    AuditAction,
     AuditEvent,
     AuthorizationAttempt,
     Connection,
     OAuthClient,
     Scope,
     ServiceKey,
+    client_id_validator,
+    client_secret_validator,
 )
 
 admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
@@ -27,11 +36,18 @@ admin.site.site_header = "Kroger connections administration"
 admin.site.site_title = "Kroger connections"
 
 
+def changed_labels(form: forms.ModelForm) -> str:  # type: ignore[type-arg]
+    """What an edit changed, by field label (never a value), for the audit trail; "" if nothing."""
+    names = [str(form[name].label) for name in form.changed_data]
+    return "Changed: " + ", ".join(names) if names else ""
+
+
 class OAuthClientAdminForm(forms.ModelForm):
     new_client_secret = forms.CharField(
         label="Client secret",
         required=False,
         strip=True,
+        validators=[client_secret_validator],
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Write-only. Leave blank to keep the stored secret.",
     )
@@ -39,6 +55,10 @@ class OAuthClientAdminForm(forms.ModelForm):
     class Meta:
         model = OAuthClient
         fields = ["name", "environment", "grant_type", "client_id"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["client_id"].validators.append(client_id_validator)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -80,6 +100,26 @@ class OAuthClientAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        if not change:
+            AuditEvent.record(
+                AuditAction.CLIENT_CREATED,
+                actor=request.user,
+                client=obj,
+                detail=f"{obj.get_environment_display()}, {obj.get_grant_type_display()}",
+            )
+        elif detail := changed_labels(form):
+            AuditEvent.record(
+                AuditAction.CLIENT_CHANGED, actor=request.user, client=obj, detail=detail
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            AuditEvent.record(AuditAction.CLIENT_DELETED, actor=request.user, client=obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
 
 
 @admin.register(Scope)
@@ -89,8 +129,27 @@ class ScopeAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
 
 
+class ConnectionAdminForm(forms.ModelForm):
+    banner = banner_field()
+
+    class Meta:
+        model = Connection
+        fields = ["name", "environment", "client", "scopes", "banner"]
+
+    def clean(self) -> dict[str, Any]:
+        # The client's environment is checked by Connection.clean.
+        cleaned = super().clean() or {}
+        client: OAuthClient | None = cleaned.get("client")
+        scopes = cleaned.get("scopes")
+        if client is not None and scopes is not None:
+            for problem in Connection.scope_problems(client, scopes):
+                self.add_error("scopes", problem)
+        return cleaned
+
+
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
+    form = ConnectionAdminForm
     list_display = ["name", "environment", "client", "status", "token_expires_at", "updated_at"]
     list_filter = ["status", "environment", "client__grant_type"]
     list_select_related = ["client"]
@@ -122,7 +181,42 @@ class ConnectionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if not change:
             obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            return
+        # Only the edited columns: the tokens read with this page may have been rotated since.
+        discarded = obj.save_settings(form.changed_data)
+        if detail := changed_labels(form):
+            if discarded:
+                detail += "; stored tokens discarded"
+                self.message_user(
+                    request,
+                    "The OAuth 2.0 client or environment changed, so the stored tokens were "
+                    "discarded. The connection needs to be authorized again.",
+                    messages.WARNING,
+                )
+            AuditEvent.record(
+                AuditAction.CONNECTION_CHANGED, actor=request.user, connection=obj, detail=detail
+            )
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change:  # after the scopes are saved, so that the event can name them
+            obj = form.instance
+            AuditEvent.record(
+                AuditAction.CONNECTION_CREATED,
+                actor=request.user,
+                connection=obj,
+                detail=f"{obj.get_environment_display()}, scopes: {obj.scope_string()}",
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            AuditEvent.record(AuditAction.CONNECTION_DELETED, actor=request.user, connection=obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -199,11 +293,34 @@ class ServiceKeyAdmin(admin.ModelAdmin):
     filter_horizontal = ["connections"]
     actions = ["revoke_keys"]
 
+    # What an edit may write: a full save would undo a revocation made meanwhile.
+    EDITABLE_FIELDS = ["name", "all_connections", "expires_at"]
+
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if not change:
             obj.created_by = request.user
             obj.new_key = obj.set_new_secret()
-        super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            return
+        obj.save(update_fields=self.EDITABLE_FIELDS)
+        if detail := changed_labels(form):
+            AuditEvent.record(
+                AuditAction.SERVICE_KEY_CHANGED, actor=request.user, service_key=obj, detail=detail
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            AuditEvent.record(
+                AuditAction.SERVICE_KEY_DELETED,
+                actor=request.user,
+                service_key=obj,
+                detail=f"{obj.key_prefix}…",
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)

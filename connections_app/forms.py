@@ -9,13 +9,26 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from connections_app.models import (
+    DEFAULT_BANNER_LABEL,
+    KROGER_BANNERS,
     Connection,
     Environment,
     GrantType,
     OAuthClient,
     Scope,
+    client_id_validator,
+    client_secret_validator,
     environment_base_url,
 )
+
+
+def banner_field() -> forms.ChoiceField:
+    return forms.ChoiceField(
+        label="Kroger banner",
+        choices=[("", DEFAULT_BANNER_LABEL), *KROGER_BANNERS],
+        required=False,
+        help_text="The store brand Kroger's sign-in and consent page shows.",
+    )
 
 
 def environment_choices() -> list[tuple[str, str]]:
@@ -41,6 +54,7 @@ class OAuthClientForm(forms.ModelForm):
     client_secret = forms.CharField(
         label="Client secret",
         strip=True,
+        validators=[client_secret_validator],
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
 
@@ -60,6 +74,7 @@ class OAuthClientForm(forms.ModelForm):
             label="Environment", choices=environment_choices()
         )
         self.fields["client_id"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
+        self.fields["client_id"].validators.append(client_id_validator)
         if self.instance.pk:
             secret = self.fields["client_secret"]
             secret.required = False
@@ -114,9 +129,11 @@ class ConnectionForm(forms.ModelForm):
         error_messages={"required": "Choose at least one scope."},
     )
 
+    banner = banner_field()
+
     class Meta:
         model = Connection
-        fields = ["name", "environment", "client", "scopes"]
+        fields = ["name", "environment", "client", "scopes", "banner"]
         labels = {"name": "Name your connection"}
         error_messages = {
             "name": {"unique": "A connection with this name already exists. Choose another name."},
@@ -131,21 +148,13 @@ class ConnectionForm(forms.ModelForm):
             self.initial["client"] = str(self.initial["client"].code)
 
     def clean(self) -> dict[str, Any]:
+        # The client's environment is checked by Connection.clean.
         cleaned = super().clean() or {}
         client: OAuthClient | None = cleaned.get("client")
-        environment = cleaned.get("environment")
-        if client is not None and environment and client.environment != environment:
-            self.add_error(
-                "client",
-                f"The OAuth 2.0 client {client.name} is registered for "
-                f"{client.get_environment_display()}: choose a client registered for "
-                f"{Environment(environment).label}, or change the environment.",
-            )
         scopes = cleaned.get("scopes")
         if client is not None and scopes is not None:
-            for scope in scopes:
-                if not scope.usable_with(client.grant_type):
-                    self.add_error("scopes", scope.unusable_reason(client.grant_type))
+            for problem in Connection.scope_problems(client, scopes):
+                self.add_error("scopes", problem)
         return cleaned
 
     def chosen_client(self) -> OAuthClient | None:

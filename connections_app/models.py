@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import DatabaseError, OperationalError, connections, models, transaction
 from django.db.models import Q, QuerySet
@@ -53,6 +54,47 @@ def environment_base_url(environment: str) -> str:
 class GrantType(models.TextChoices):
     AUTHORIZATION_CODE = "authorization_code", "Authorization code"
     CLIENT_CREDENTIALS = "client_credentials", "Client credentials"
+
+
+# The Kroger banners that can brand the consent page (the authorize URL's ``banner``); a
+# connection without one gets Kroger's own page. Not a field's choices= so that the list can
+# grow without a migration.
+DEFAULT_BANNER_LABEL = "Kroger (default)"
+KROGER_BANNERS: list[tuple[str, str]] = [
+    ("ralphs", "Ralphs"),
+    ("fredmeyer", "Fred Meyer"),
+    ("harristeeter", "Harris Teeter"),
+    ("kingsoopers", "King Soopers"),
+    ("smithsfoodanddrug", "Smith's"),
+    ("frysfood", "Fry's"),
+    ("qfc", "QFC"),
+    ("dillons", "Dillons"),
+    ("bakersplus", "Baker's"),
+    ("citymarket", "City Market"),
+    ("gerbes", "Gerbes"),
+    ("jaycfoods", "Jay C"),
+    ("marianos", "Mariano's"),
+    ("metromarket", "Metro Market"),
+    ("pay-less", "Pay Less"),
+    ("picknsave", "Pick 'n Save"),
+    ("food4less", "Food 4 Less"),
+    ("foodsco", "Foods Co"),
+]
+
+
+def http_basic_validator(label: str) -> RegexValidator:
+    """The client ID and secret travel in an HTTP Basic header, which carries printable ASCII
+    only (``requests`` fails on anything else, such as a pasted "€" or a non-breaking space)."""
+    return RegexValidator(
+        r"\A[\x21-\x7E]+\Z",
+        f"The {label} can hold only printable ASCII characters without spaces (letters, "
+        "digits and symbols such as - _ .): HTTP Basic authentication cannot carry other "
+        "characters. Copy it again from developer.kroger.com.",
+    )
+
+
+client_id_validator = http_basic_validator("client ID")
+client_secret_validator = http_basic_validator("client secret")
 
 
 class Scope(models.Model):
@@ -123,6 +165,38 @@ class OAuthClient(models.Model):
 
     def allows_scope(self, scope: Scope) -> bool:
         return scope.usable_with(self.grant_type)
+
+    def clean(self) -> None:
+        """A client in use keeps its environment and grant type: its connections' environment,
+        scopes and tokens were chosen for them."""
+        if self.pk is None:
+            return
+        stored = (
+            OAuthClient.objects.filter(pk=self.pk).only("name", "environment", "grant_type").first()
+        )
+        if stored is None:
+            return
+        changed = [
+            (name, label)
+            for name, label in (("environment", "environment"), ("grant_type", "grant type"))
+            if getattr(self, name) != getattr(stored, name)
+        ]
+        if not changed:
+            return
+        users = list(self.connections.order_by("name").values_list("name", flat=True))
+        if not users:
+            return
+        if len(users) == 1:
+            used_by, until = f"the connection {users[0]}", "while that connection uses it"
+        else:
+            used_by, until = f"connections {', '.join(users)}", "while they use it"
+        raise ValidationError(
+            {
+                name: f"The OAuth 2.0 client “{stored.name}” is used by {used_by}: its "
+                f"{label} cannot change {until}."
+                for name, label in changed
+            }
+        )
 
 
 class ConnectionStatus(models.TextChoices):
@@ -242,6 +316,38 @@ class Connection(models.Model):
     def scope_string(self) -> str:
         """The scopes requested, space-delimited (RFC 6749 section 3.3)."""
         return " ".join(sorted(scope.name for scope in self.scopes.all()))
+
+    @property
+    def banner_display(self) -> str:
+        if not self.banner:
+            return DEFAULT_BANNER_LABEL
+        return dict(KROGER_BANNERS).get(self.banner, self.banner)
+
+    def clean(self) -> None:
+        if self.client_id is None or not self.environment:
+            return
+        client = self.client
+        if client.environment != self.environment:
+            raise ValidationError(
+                {
+                    "client": f"The OAuth 2.0 client {client.name} is registered for "
+                    f"{client.get_environment_display()}: choose a client registered for "
+                    f"{Environment(self.environment).label}, or change the environment."
+                }
+            )
+
+    @staticmethod
+    def scope_problems(client: OAuthClient, scopes: Iterable[Scope]) -> list[str]:
+        """Why ``scopes`` cannot be requested with ``client`` (empty when they can).
+
+        Not part of clean(): scopes are a many-to-many set only after the row is saved, so
+        the forms check the submitted ones with this before saving.
+        """
+        return [
+            scope.unusable_reason(client.grant_type)
+            for scope in scopes
+            if not scope.usable_with(client.grant_type)
+        ]
 
     @property
     def is_authorized(self) -> bool:
@@ -739,7 +845,44 @@ class Connection(models.Model):
         self.refresh_failures = 0
         self.next_refresh_at = None
         self.failure_notified = False
-        self.save()
+        self.save(update_fields=[*self.TOKEN_STATE_FIELDS, "updated_at"])
+
+    # What the token operations own; an edit of the settings never writes these.
+    TOKEN_STATE_FIELDS = (
+        "access_token",
+        "refresh_token",
+        "token_expires_at",
+        "granted_scopes",
+        "status",
+        "status_reason",
+        "refresh_failures",
+        "next_refresh_at",
+        "failure_notified",
+    )
+    # What people edit (with the scopes, which the caller saves as a many-to-many).
+    SETTINGS_FIELDS = ("name", "environment", "client", "banner")
+
+    def save_settings(self, changed: Iterable[str] = ()) -> bool:
+        """Save an edit of SETTINGS_FIELDS and nothing else.
+
+        This instance was read when the edit began: a full save would write back the tokens
+        as they were then, over a refresh token the worker rotated meanwhile (which Kroger
+        has already invalidated). When ``changed`` names the client or the environment, the
+        stored tokens were issued for the old ones and are forgotten. Under the row lock, so
+        that a refresh in flight finishes first and none starts with the old settings.
+        Returns whether tokens were forgotten.
+        """
+        with transaction.atomic():
+            locked = Connection.objects.select_for_update(of=("self",)).get(pk=self.pk)
+            self.save(update_fields=[*self.SETTINGS_FIELDS, "updated_at"])
+            discard = bool({"client", "environment"} & set(changed)) and bool(
+                locked.access_token or locked.refresh_token
+            )
+            if discard:
+                locked.forget_tokens()
+        for name in self.TOKEN_STATE_FIELDS:  # show the stored tokens, not the ones read before
+            setattr(self, name, getattr(locked, name))
+        return discard
 
 
 class AuthorizationAttempt(models.Model):
@@ -866,6 +1009,8 @@ class AuditAction(models.TextChoices):
     TOKEN_ISSUED = "token_issued", "Access token handed to a service"
     SERVICE_KEY_CREATED = "service_key_created", "Service key created"
     SERVICE_KEY_REVOKED = "service_key_revoked", "Service key revoked"
+    SERVICE_KEY_CHANGED = "service_key_changed", "Service key edited"
+    SERVICE_KEY_DELETED = "service_key_deleted", "Service key deleted"
     KEYS_ROTATED = "keys_rotated", "Encryption keys rotated"
 
 

@@ -77,7 +77,7 @@ def client_list(request: HttpRequest) -> HttpResponse:
 # The "Create connection" panel keeps what was typed here while its user visits the client form
 # without JavaScript; the client form sends them back with the new or edited client selected.
 PANEL_SESSION_KEY = "connection_panel"
-PANEL_FIELDS = ("name", "environment", "client")
+PANEL_FIELDS = ("name", "environment", "client", "banner")
 
 
 def _panel_stash(request: HttpRequest) -> dict[str, Any] | None:
@@ -454,10 +454,13 @@ def _save_connection(
         )
         messages.success(request, f"Connection “{connection.name}” created.")
         return connection
-    connection = form.save()
+    # Only the edited columns: a full save would restore tokens a refresh rotated meanwhile.
+    connection = form.save(commit=False)
+    with transaction.atomic():
+        discarded = connection.save_settings(form.changed_data)
+        form.save_m2m()
     detail = "Changed: " + ", ".join(changed) if changed else ""
-    if had_tokens and {"client", "environment"} & set(form.changed_data):
-        connection.forget_tokens()
+    if discarded:
         detail += "; stored tokens discarded"
         messages.warning(
             request,

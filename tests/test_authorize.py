@@ -103,6 +103,39 @@ def test_it_asks_for_the_connections_banner(
     assert query["banner"] == ["ralphs"]
 
 
+def panel_post(client: Any, oauth_client: Any, banner: str) -> Any:
+    data = {
+        "name": "Weekly shop",
+        "environment": oauth_client.environment,
+        "client": str(oauth_client.code),
+        "scopes": ["product.compact"],
+        "banner": banner,
+        "action": "authorize",
+    }
+    return client.post("/connections/new/", data)
+
+
+def test_the_banner_chosen_in_the_panel_reaches_the_consent_page(
+    client: Any, owner: Any, oauth_client: Any, fake: FakeKroger
+) -> None:
+    client.force_login(owner)
+    response = panel_post(client, oauth_client, banner="harristeeter")
+    assert response.status_code == 302
+    query = parse_qs(urlsplit(response["Location"]).query)
+    assert query["banner"] == ["harristeeter"]
+    assert Connection.objects.get(name="Weekly shop").banner == "harristeeter"
+
+
+def test_a_blank_banner_in_the_panel_sends_none(
+    client: Any, owner: Any, oauth_client: Any, fake: FakeKroger
+) -> None:
+    client.force_login(owner)
+    response = panel_post(client, oauth_client, banner="")
+    assert response.status_code == 302
+    assert "banner" not in parse_qs(urlsplit(response["Location"]).query)
+    assert Connection.objects.get(name="Weekly shop").banner == ""
+
+
 def test_attempts_older_than_a_day_are_cleaned_up(
     client: Any, owner: Any, connection: Connection, fake: FakeKroger
 ) -> None:

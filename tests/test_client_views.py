@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from connections_app.models import AuditAction, AuditEvent, Environment, GrantType, OAuthClient
+from connections_app.models import (
+    AuditAction,
+    AuditEvent,
+    Connection,
+    Environment,
+    GrantType,
+    OAuthClient,
+)
 from tests.conftest import CLIENT_SECRET
 from tests.html_forms import checked_values, input_value, selected_option
 
@@ -215,6 +222,71 @@ def test_a_new_secret_replaces_the_stored_one_and_the_audit_names_it_only(
     assert event.detail == "Changed: Client secret"
     assert NEW_SECRET not in event.detail
     assert CLIENT_SECRET not in event.detail
+
+
+def test_a_client_in_use_keeps_its_environment_and_grant_type(
+    client: Any, owner: Any, oauth_client: OAuthClient, connection: Any
+) -> None:
+    Connection.objects.create(
+        name="Pantry", environment=Environment.PRODUCTION, client=oauth_client
+    )
+    client.force_login(owner)
+    url = f"/clients/{oauth_client.code}/edit/"
+    data = client_data(name="Shopping app", client_id="shopping-app-1234", client_secret="")
+    response = client.post(url, data)
+    assert response.status_code == 400
+    assert (
+        "The OAuth 2.0 client “Shopping app” is used by connections Pantry, Store cart: its "
+        "environment cannot change while they use it." in response.content.decode()
+    )
+    data.update(environment="production", grant_type="client_credentials")
+    response = client.post(url, data)
+    assert response.status_code == 400
+    assert "its grant type cannot change while they use it." in response.content.decode()
+    oauth_client.refresh_from_db()
+    assert (oauth_client.environment, oauth_client.grant_type) == (
+        "production",
+        "authorization_code",
+    )
+    assert not AuditEvent.objects.filter(action=AuditAction.CLIENT_CHANGED).exists()
+
+
+def test_an_unused_client_may_change_its_environment_and_grant_type(
+    client: Any, owner: Any, oauth_client: OAuthClient
+) -> None:
+    client.force_login(owner)
+    data = client_data(
+        name="Shopping app",
+        client_id="shopping-app-1234",
+        client_secret="",
+        grant_type="client_credentials",
+    )
+    assert client.post(f"/clients/{oauth_client.code}/edit/", data).status_code == 302
+    oauth_client.refresh_from_db()
+    assert (oauth_client.environment, oauth_client.grant_type) == (
+        "certification",
+        "client_credentials",
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("client_id", "pantry app", "The client ID can hold only printable ASCII characters"),
+        ("client_id", "pantry-\u00e9", "The client ID can hold only printable ASCII characters"),
+        ("client_secret", "s3cret\u20ac", "The client secret can hold only printable ASCII"),
+        ("client_secret", "two words", "The client secret can hold only printable ASCII"),
+    ],
+)
+def test_client_credentials_must_be_printable_ascii_without_spaces(
+    client: Any, owner: Any, field: str, value: str, message: str
+) -> None:
+    client.force_login(owner)
+    response = client.post("/clients/new/", client_data(**{field: value}))
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert "HTTP Basic authentication cannot carry other characters" in response.content.decode()
+    assert not OAuthClient.objects.exists()
 
 
 # --- Delete ----------------------------------------------------------------------------------

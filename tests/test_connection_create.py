@@ -8,8 +8,8 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 
 from connections_app import views
-from connections_app.models import AuditAction, AuditEvent, Connection, OAuthClient
-from tests.html_forms import options
+from connections_app.models import AuditAction, AuditEvent, Connection, OAuthClient, Scope
+from tests.html_forms import options, selected_option
 
 pytestmark = pytest.mark.django_db
 
@@ -197,3 +197,55 @@ def test_a_forged_client_value_is_an_error_not_a_crash(
     response = client.post("/connections/new/", data)
     assert response.status_code == 400
     assert "is not a valid UUID." in response.content.decode()
+
+
+def test_the_panel_offers_the_kroger_banners_with_kroger_by_default(
+    client: Any, owner: Any
+) -> None:
+    client.force_login(owner)
+    page = client.get("/connections/new/").content.decode()
+    assert '<label for="id_banner">Kroger banner</label>' in page
+    banners = [(o["value"], o["text"]) for o in options(page, "banner")]
+    assert banners[0] == ("", "Kroger (default)")
+    assert ("ralphs", "Ralphs") in banners
+    assert ("smithsfoodanddrug", "Smith's") in banners
+    assert ("pay-less", "Pay Less") in banners
+    assert ("foodsco", "Foods Co") in banners
+    assert len(banners) == 19
+    assert (selected_option(page, "banner") or {}).get("value") == ""
+
+
+def test_an_editor_creates_a_connection_with_a_banner(
+    client: Any, owner: Any, oauth_client: OAuthClient
+) -> None:
+    client.force_login(owner)
+    assert (
+        client.post("/connections/new/", panel_data(oauth_client, banner="qfc")).status_code == 302
+    )
+    assert Connection.objects.get(name="Weekly shop").banner == "qfc"
+
+
+def test_an_unknown_banner_is_refused(client: Any, owner: Any, oauth_client: OAuthClient) -> None:
+    client.force_login(owner)
+    response = client.post("/connections/new/", panel_data(oauth_client, banner="evil.example"))
+    assert response.status_code == 400
+    assert "Select a valid choice." in response.content.decode()
+    assert not Connection.objects.exists()
+
+
+def test_client_credentials_refuse_shopper_scopes_in_the_model_words(
+    client: Any, owner: Any, cc_client: OAuthClient
+) -> None:
+    client.force_login(owner)
+    data = panel_data(cc_client, scopes=["product.compact", "profile.compact"])
+    response = client.post("/connections/new/", data)
+    assert response.status_code == 400
+    assert (
+        "When the OAuth 2.0 client uses Client credentials, the profile.compact scope cannot "
+        "be selected." in response.content.decode()
+    )
+    assert Connection.scope_problems(cc_client, Scope.objects.filter(name="cart.basic:write")) == [
+        "When the OAuth 2.0 client uses Client credentials, the cart.basic:write scope cannot "
+        "be selected."
+    ]
+    assert not Connection.objects.exists()

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 
+from connections_app import views
 from connections_app.models import (
     AuditAction,
     AuditEvent,
@@ -321,3 +322,68 @@ def test_the_edit_panel_keeps_its_input_across_a_trip_to_the_client_form(
     assert (selected_option(page, "client") or {}).get("text") == "Second app"
     connection.refresh_from_db()
     assert connection.name == "Store cart"  # nothing saved until the panel is saved
+
+
+# --- Edits and the worker --------------------------------------------------------------------
+
+ROTATED_ACCESS = "access-token-Rt5Gh2Lw9Xc4"
+ROTATED_REFRESH = "refresh-token-Rt6Jm3Pz8Vn1"
+
+
+def rotate_while_the_edit_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotate the tokens through another instance after the view has read the connection,
+    as the worker would while an edit is in flight."""
+    original = views.get_connection_for_user
+
+    def read_then_rotate(*args: Any, **kwargs: Any) -> Connection:
+        loaded = original(*args, **kwargs)
+        worker_copy = Connection.objects.get(pk=loaded.pk)
+        worker_copy.store_tokens(
+            access_token=ROTATED_ACCESS, refresh_token=ROTATED_REFRESH, expires_in=1800
+        )
+        return loaded
+
+    monkeypatch.setattr(views, "get_connection_for_user", read_then_rotate)
+
+
+def test_an_edit_keeps_the_tokens_the_worker_rotated_meanwhile(
+    client: Any, owner: Any, connection: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection.store_tokens(
+        access_token=ACCESS_TOKEN, refresh_token="refresh-token-old", expires_in=1800
+    )
+    rotate_while_the_edit_runs(monkeypatch)
+    client.force_login(owner)
+    data = edit_data(connection, name="Store cart 2", scopes=["product.compact"])
+    assert client.post(f"/connections/{connection.code}/edit/", data).status_code == 302
+    connection.refresh_from_db()
+    assert connection.name == "Store cart 2"
+    assert connection.scope_string() == "product.compact"
+    assert (connection.access_token, connection.refresh_token) == (
+        ROTATED_ACCESS,
+        ROTATED_REFRESH,
+    )
+
+
+def test_the_connection_page_shows_the_kroger_banner(
+    client: Any, teammate: Any, connection: Connection
+) -> None:
+    client.force_login(teammate)
+    page = client.get(f"/connections/{connection.code}/").content.decode()
+    assert "<dt>Kroger banner</dt><dd>Kroger (default)</dd>" in page
+    connection.banner = "fredmeyer"
+    connection.save()
+    page = client.get(f"/connections/{connection.code}/").content.decode()
+    assert "<dt>Kroger banner</dt><dd>Fred Meyer</dd>" in page
+
+
+def test_an_editor_changes_the_banner(client: Any, owner: Any, connection: Connection) -> None:
+    client.force_login(owner)
+    page = client.get(f"/connections/{connection.code}/edit/").content.decode()
+    assert (selected_option(page, "banner") or {}).get("value") == ""
+    data = edit_data(connection, banner="kingsoopers")
+    assert client.post(f"/connections/{connection.code}/edit/", data).status_code == 302
+    connection.refresh_from_db()
+    assert connection.banner == "kingsoopers"
+    event = AuditEvent.objects.get(action=AuditAction.CONNECTION_CHANGED)
+    assert event.detail == "Changed: Kroger banner"
