@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 from requests.auth import HTTPBasicAuth
 
 logger = logging.getLogger(__name__)
@@ -119,8 +120,13 @@ def authorization_url(
 
 
 # --- Token endpoint ------------------------------------------------------------------------
+#
+# sensitive_variables: Django's error reports (mailed to ADMINS, logged with a 500) show every
+# frame's local variables; the names listed are replaced by stars in the frame of the
+# decorated function and in every undecorated frame it calls.
 
 
+@sensitive_variables("client_secret", "code", "code_verifier")
 def exchange_code(
     *,
     environment: str,
@@ -145,6 +151,7 @@ def exchange_code(
     )
 
 
+@sensitive_variables("client_secret", "refresh_token")
 def refresh_token(
     *, environment: str, client_id: str, client_secret: str, refresh_token: str
 ) -> TokenResponse:
@@ -158,6 +165,7 @@ def refresh_token(
     )
 
 
+@sensitive_variables("client_secret")
 def client_credentials(
     *, environment: str, client_id: str, client_secret: str, scopes: list[str]
 ) -> TokenResponse:
@@ -168,43 +176,65 @@ def client_credentials(
     return _token_request(environment, client_id, client_secret, data, grant=CLIENT_CREDENTIALS)
 
 
+@sensitive_variables("client_secret", "data", "response", "body")
 def _token_request(
     environment: str, client_id: str, client_secret: str, data: dict[str, str], *, grant: str
 ) -> TokenResponse:
     url = f"{_base_url(environment)}connect/oauth2/token"
-    response = _send(
-        environment,
-        "POST",
-        url,
-        grant=grant,
-        data=data,
-        auth=HTTPBasicAuth(client_id, client_secret),
-        headers={"Accept": "application/json"},
-    )
+    try:
+        response = _send(
+            environment,
+            "POST",
+            url,
+            grant=grant,
+            data=data,
+            auth=HTTPBasicAuth(client_id, client_secret),
+            headers={"Accept": "application/json"},
+        )
+    except UnicodeError:
+        # HTTP Basic credentials are sent as Latin-1: requests cannot encode anything else.
+        raise _log(
+            KrogerError(
+                "invalid_client",
+                "The client ID or client secret holds characters that cannot be sent to Kroger. "
+                "Re-enter the client ID and secret of the OAuth 2.0 client exactly as "
+                "developer.kroger.com shows them.",
+                grant=grant,
+            )
+        ) from None
     body = _json_body(environment, response, grant)
     if response.status_code != 200 or "error" in body:
         raise _log(_token_error(environment, response.status_code, body, grant))
     return _token_response(environment, body, grant)
 
 
+@sensitive_variables("body", "access_token", "refresh")
 def _token_response(environment: str, body: dict[str, Any], grant: str) -> TokenResponse:
     access_token = body.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise _log(_garbage(environment, 200, grant, "a token response without an access token"))
-    try:
-        # Kroger documents 1800 seconds; the value of each response wins when present.
-        expires_in = int(body.get("expires_in", 1800))
-    except (TypeError, ValueError):
-        raise _log(_garbage(environment, 200, grant, "an unreadable expires_in")) from None
+    expires_in = _expires_in(body.get("expires_in"))
+    if expires_in is None:
+        # A token without a known, positive lifetime would be refreshed on every use.
+        raise _log(_garbage(environment, 200, grant, "a token without a valid expires_in"))
     refresh = body.get("refresh_token")
     scope = body.get("scope")
     return TokenResponse(
         access_token=access_token,
-        expires_in=max(expires_in, 0),
+        expires_in=expires_in,
         token_type=str(body.get("token_type") or "bearer"),
         refresh_token=refresh if isinstance(refresh, str) and refresh else None,
         scope=scope if isinstance(scope, str) else None,
     )
+
+
+def _expires_in(value: Any) -> int | None:
+    """Seconds the token lasts (an integer, or a string of one), or None if not positive."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _token_error(environment: str, status: int, body: dict[str, Any], grant: str) -> KrogerError:
@@ -274,21 +304,25 @@ def _token_error(environment: str, status: int, body: dict[str, Any], grant: str
 # --- API endpoints -------------------------------------------------------------------------
 
 
+@sensitive_variables("access_token")
 def get_profile(*, environment: str, access_token: str) -> dict[str, Any]:
     """The shopper's profile; Kroger forbids storing the ID, so callers must not keep it."""
     return _api_get(environment, "identity/profile", access_token, {})
 
 
+@sensitive_variables("access_token")
 def get_locations(
     *, environment: str, access_token: str, zip_code: str = "45202"
 ) -> dict[str, Any]:
     return _api_get(environment, "locations", access_token, {"filter.zipCode.near": zip_code})
 
 
+@sensitive_variables("access_token")
 def get_products(*, environment: str, access_token: str, term: str = "milk") -> dict[str, Any]:
     return _api_get(environment, "products", access_token, {"filter.term": term})
 
 
+@sensitive_variables("access_token", "response", "body")
 def _api_get(
     environment: str, path: str, access_token: str, params: dict[str, str]
 ) -> dict[str, Any]:
@@ -361,6 +395,9 @@ def _is_loopback(host: str | None) -> bool:
     return host in {"localhost", "::1"} or bool(host and host.startswith("127."))
 
 
+# Every local here can carry a secret (the request's auth, form and headers), and so can
+# every frame of requests below it: all of them are hidden from error reports.
+@sensitive_variables()
 def _send(
     environment: str, method: str, url: str, *, grant: str, **kwargs: Any
 ) -> requests.Response:

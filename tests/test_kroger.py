@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import secrets
+import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from django.test import RequestFactory
+from django.views.debug import ExceptionReporter
 
 from connections_app import kroger
 from connections_app.kroger import KrogerError
@@ -327,3 +331,100 @@ def test_failures_are_logged_without_secrets(
     assert "Kroger call failed: kind=invalid_grant" in caplog.text
     assert refresh not in caplog.text
     assert SECRET not in caplog.text
+
+
+# --- Token lifetimes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"access_token": "a"},
+        {"access_token": "a", "expires_in": 0},
+        {"access_token": "a", "expires_in": -60},
+        {"access_token": "a", "expires_in": "-60"},
+        {"access_token": "a", "expires_in": "soon"},
+        {"access_token": "a", "expires_in": 1800.5},
+        {"access_token": "a", "expires_in": True},
+        {"access_token": "a", "expires_in": None},
+    ],
+)
+def test_a_token_without_a_positive_integer_lifetime_is_garbage(body: dict[str, Any]) -> None:
+    with pytest.raises(KrogerError) as caught:
+        kroger._token_response("production", body, kroger.REFRESH)
+    assert caught.value.kind == "garbage" and caught.value.transient
+    assert "expires_in" in caught.value.message
+
+
+@pytest.mark.parametrize("expires_in", [1, 60, "1800"])
+def test_a_positive_lifetime_is_kept_however_short(expires_in: int | str) -> None:
+    body = {"access_token": "a", "expires_in": expires_in}
+    assert kroger._token_response("production", body, kroger.REFRESH).expires_in == int(expires_in)
+
+
+# --- Secrets that cannot travel, and error reports -------------------------------------------
+
+
+def test_a_client_secret_http_basic_cannot_carry_is_refused_as_invalid_client(
+    fake: FakeKroger,
+) -> None:
+    with pytest.raises(KrogerError) as caught:
+        kroger.client_credentials(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret="unit-secret-€",
+            scopes=["product.compact"],
+        )
+    assert caught.value.kind == "invalid_client"
+    assert "Re-enter the client ID and secret" in caught.value.message
+    assert "€" not in caught.value.message
+    assert fake.token_calls == []
+
+
+# Made at run time: the report quotes source lines, which must not contain the values.
+REPORT_SECRET = secrets.token_urlsafe(16)
+REPORT_TOKEN = secrets.token_urlsafe(16)
+REPORT_VERIFIER = secrets.token_urlsafe(48)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: kroger.exchange_code(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret=REPORT_SECRET,
+            code=REPORT_TOKEN,
+            redirect_uri=REDIRECT_URI,
+            code_verifier=REPORT_VERIFIER,
+        ),
+        lambda: kroger.refresh_token(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret=REPORT_SECRET,
+            refresh_token=REPORT_TOKEN,
+        ),
+        lambda: kroger.client_credentials(
+            environment="production", client_id=CLIENT_ID, client_secret=REPORT_SECRET, scopes=[]
+        ),
+        lambda: kroger.get_profile(environment="production", access_token=REPORT_TOKEN),
+    ],
+    ids=["exchange_code", "refresh_token", "client_credentials", "get_profile"],
+)
+def test_an_error_report_of_a_crash_inside_a_kroger_call_shows_no_secret(
+    call: Any, fake: FakeKroger, settings: Any
+) -> None:
+    # The crash happens inside the call, below every frame that holds the secrets: the
+    # request's timeout setting has gone missing.
+    del settings.KROGER_TIMEOUT_SECONDS
+    request = RequestFactory().get("/api/v1/connections/")
+    try:
+        call()
+    except AttributeError:
+        html = ExceptionReporter(request, *sys.exc_info()).get_traceback_html()
+    else:
+        pytest.fail("the call did not crash")
+
+    assert "KROGER_TIMEOUT_SECONDS" in html and "_send" in html  # the crash is reported
+    for secret in (REPORT_SECRET, REPORT_TOKEN, REPORT_VERIFIER):
+        assert secret not in html
