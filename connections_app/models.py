@@ -24,6 +24,7 @@ from django.db import DatabaseError, OperationalError, connections, models, tran
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from connections_app import kroger, notifications
 from connections_app.crypto import fingerprint
@@ -362,23 +363,44 @@ class Connection(models.Model):
     TOKEN_SAFETY_MARGIN = timedelta(minutes=2)
 
     def get_access_token(self, *, actor_label: str = "") -> AccessToken:
-        """A usable access token: the stored one while it is valid for more than the safety
-        margin, otherwise a refreshed one (refresh grant, or a new client-credentials token),
-        obtained under a row lock so concurrent callers cause a single call to Kroger.
+        """A usable access token: the stored one while the connection is Online and the token
+        is valid for more than ``refresh_margin()``, otherwise a refreshed one (refresh grant,
+        or a new client-credentials token), obtained under a row lock so concurrent callers
+        cause a single call to Kroger.
 
         Raises TokenUnavailable (codes: ``not_authorized``, ``needs_reauthorization``,
         ``kroger_unavailable``) when none can be had.
         """
         if self.status == ConnectionStatus.NOT_AUTHORIZED or not self.access_token:
             raise TokenUnavailable("not_authorized", "This connection has not been authorized.")
-        if self.token_valid_for() > self.TOKEN_SAFETY_MARGIN and self.token_expires_at:
-            return AccessToken(
-                access_token=self.access_token,
-                token_type="bearer",  # noqa: S106 (a token type, not a secret)
-                expires_at=self.token_expires_at,
-                scope=self.granted_scopes or self.scope_string(),
-            )
+        if self.needs_reauthorization:
+            raise self._needs_reauthorization_error()
+        # Only an Online connection's token is handed out as is: Offline means the portal
+        # knows it is expired or refused, and the locked path refreshes it or says why not.
+        if (
+            self.status == ConnectionStatus.ONLINE
+            and self.token_valid_for() > self.refresh_margin()
+        ):
+            token = self.current_token()
+            assert token is not None
+            return token
         return self.refresh(actor_label=actor_label)
+
+    def refresh_margin(self) -> timedelta:
+        """How long the stored token must still be valid to be handed out without a refresh:
+        the safety margin, or half the token's lifetime when Kroger issues tokens that short
+        (else every call would refresh, and get another token just as short)."""
+        obtained = max(filter(None, [self.authorized_at, self.last_refreshed_at]), default=None)
+        if obtained is None or self.token_expires_at is None:
+            return self.TOKEN_SAFETY_MARGIN
+        return min(self.TOKEN_SAFETY_MARGIN, (self.token_expires_at - obtained) / 2)
+
+    def _needs_reauthorization_error(self) -> TokenUnavailable:
+        return TokenUnavailable(
+            "needs_reauthorization",
+            f"{NEEDS_REAUTHORIZATION}: Kroger no longer accepts this connection's refresh "
+            "token. Authorize it again.",
+        )
 
     @property
     def needs_reauthorization(self) -> bool:
@@ -386,9 +408,14 @@ class Connection(models.Model):
             self.status == ConnectionStatus.OFFLINE and self.status_reason == NEEDS_REAUTHORIZATION
         )
 
-    def current_token(self) -> AccessToken | None:
+    def usable_token(self, now: datetime | None = None) -> AccessToken | None:
+        """The stored token while it is valid, if the connection is Online; an Offline
+        connection's token is known to be expired or refused, so it is never handed out."""
+        return self.current_token(now) if self.status == ConnectionStatus.ONLINE else None
+
+    def current_token(self, now: datetime | None = None) -> AccessToken | None:
         """The stored access token while it has not expired (however soon it will)."""
-        if self.token_valid_for() <= timedelta(0) or self.token_expires_at is None:
+        if self.token_valid_for(now) <= timedelta(0) or self.token_expires_at is None:
             return None
         return AccessToken(
             access_token=self.access_token,
@@ -400,10 +427,11 @@ class Connection(models.Model):
     def refresh(self, force: bool = False, actor: Any = None, actor_label: str = "") -> AccessToken:
         """Get a new access token under the row lock, unless another caller just did.
 
-        Without ``force`` (the path of ``get_access_token``) a token still valid for more than
-        the safety margin is returned as is, and Kroger is not called while a failed refresh
-        is backing off. With ``force`` ("Refresh token" on the connection page) Kroger is
-        called unless another caller refreshed while this one waited for the lock.
+        Without ``force`` (the path of ``get_access_token``) an Online connection's token still
+        valid for more than ``refresh_margin()`` is returned as is, and Kroger is not called
+        while a failed refresh is backing off. With ``force`` ("Refresh token" on the
+        connection page) Kroger is called unless another caller refreshed while this one
+        waited for the lock.
         Raises TokenUnavailable when no usable token can be had (or, with ``force``, when the
         refresh failed).
         """
@@ -457,6 +485,35 @@ class Connection(models.Model):
             .exclude(status=ConnectionStatus.OFFLINE, status_reason=NEEDS_REAUTHORIZATION)
             .filter(Q(next_refresh_at__isnull=True) | Q(next_refresh_at__lte=now))
             .filter(expiring | stale_grant)
+        )
+
+    @classmethod
+    def expired_while_backing_off(cls, *, now: datetime | None = None) -> QuerySet[Connection]:
+        """Online connections whose token has expired while a failed refresh backs off: no
+        caller may have asked for a token since, so the worker looks for them (see
+        ``offline_if_expired``)."""
+        now = now or timezone.now()
+        return cls.objects.filter(
+            status=ConnectionStatus.ONLINE,
+            token_expires_at__lte=now,
+            next_refresh_at__gt=now,
+        ).exclude(access_token="")
+
+    @classmethod
+    def offline_if_expired(
+        cls, pk: int, *, actor_label: str = "worker"
+    ) -> tuple[Connection, RefreshOutcome] | None:
+        """The worker's cheap pass: ask for the token of a connection that expired while
+        backing off, exactly as a caller of ``get_access_token`` would. Backing off, that
+        makes no call to Kroger; it only marks the connection Offline and tells people once.
+        The backoff is kept: the refresh still waits for ``next_refresh_at``."""
+        claim = (
+            cls.expired_while_backing_off()
+            .filter(pk=pk)
+            .select_for_update(skip_locked=True, of=("self",))
+        )
+        return cls._refresh_claimed(
+            claim, force=False, since=None, actor=None, actor_label=actor_label
         )
 
     @classmethod
@@ -528,31 +585,51 @@ class Connection(models.Model):
             and self.last_refreshed_at is not None
             and self.last_refreshed_at >= since
         )
-        if (not force and self.token_valid_for(now) > self.TOKEN_SAFETY_MARGIN) or (
-            force and refreshed_meanwhile
-        ):
-            return RefreshOutcome("refreshed by another caller", token=self.current_token())
         if self.needs_reauthorization:
-            error = TokenUnavailable(
-                "needs_reauthorization",
-                f"{NEEDS_REAUTHORIZATION}: Kroger no longer accepts this connection's refresh "
-                "token. Authorize it again.",
-            )
-            return RefreshOutcome("needs reauthorization", token=self.current_token(), error=error)
+            error = self._needs_reauthorization_error()
+            return RefreshOutcome("needs reauthorization", error=error)
+        usable = self.usable_token(now)
+        fresh_enough = usable is not None and self.token_valid_for(now) > self.refresh_margin()
+        if (not force and fresh_enough) or (force and refreshed_meanwhile):
+            return RefreshOutcome("refreshed by another caller", token=usable)
         if not force and self.next_refresh_at is not None and self.next_refresh_at > now:
             # Backing off: every caller in the meantime would otherwise wait for its own
             # timeout, one after another, behind the lock.
+            notify = self._note_expired(now)
             reason = self.status_reason or f"{KROGER_UNREACHABLE}: the last refresh failed."
             error = TokenUnavailable(
                 "kroger_unavailable", f"{reason} Next try at {self.next_refresh_at:%H:%M:%S} UTC."
             )
-            return RefreshOutcome("backing off", token=self.current_token(), error=error)
+            return RefreshOutcome(
+                "backing off" + (", token expired: offline" if notify else ""),
+                token=self.usable_token(now),
+                error=error,
+                notify=notify,
+                notify_detail=self.status_reason,
+            )
         try:
             response = self._request_token()
         except kroger.KrogerError as exc:
             return self._refresh_failed(exc, now=now, actor=actor, actor_label=actor_label)
         return self._refresh_succeeded(response, now=now, actor=actor, actor_label=actor_label)
 
+    def _note_expired(self, now: datetime) -> str:
+        """While a failed refresh backs off (up to 30 minutes), the token it could not renew
+        may expire: the connection is then Offline, and people are told once, as when a
+        refresh fails with no token left. Returns "failure" when they are to be told."""
+        if self.status != ConnectionStatus.ONLINE or self.token_valid_for(now) > timedelta(0):
+            return ""
+        told_already = self.failure_notified
+        self._set_state(
+            status=ConnectionStatus.OFFLINE,
+            status_reason=f"{KROGER_UNREACHABLE}: the last refresh failed and the access token "
+            "has expired; the portal will try again.",
+            failure_notified=True,
+        )
+        logger.warning("Connection %s: token expired while backing off, now offline", self.code)
+        return "" if told_already else "failure"
+
+    @sensitive_variables()  # its locals and the frames below it hold the client secret
     def _request_token(self) -> kroger.TokenResponse:
         client = self.client
         if client.grant_type == GrantType.CLIENT_CREDENTIALS:
@@ -657,8 +734,9 @@ class Connection(models.Model):
             prefix = KROGER_UNREACHABLE if exc.transient else "Kroger refused the refresh"
             fields: dict[str, Any] = {"refresh_failures": failures, "next_refresh_at": retry_at}
             notify = ""
-            if self.token_valid_for(now) <= timedelta(0):
-                # Nothing usable left: say so, and tell people once.
+            if self.usable_token(now) is None:
+                # Nothing usable left (expired, or Offline: refused by Kroger): say so, and
+                # tell people once.
                 fields["status"] = ConnectionStatus.OFFLINE
                 fields["status_reason"] = f"{prefix}: {exc.message}"[:255]
                 if not self.failure_notified:
@@ -685,7 +763,7 @@ class Connection(models.Model):
         reason = f"{NEEDS_REAUTHORIZATION}: {exc.message}" if exc.grant_dead else exc.message
         return RefreshOutcome(
             f"refresh failed ({exc.kind}{http}), {self.get_status_display().lower()}",
-            token=self.current_token(),
+            token=self.usable_token(now),
             error=TokenUnavailable(code, reason),
             notify=notify,
             notify_detail=exc.message,
@@ -782,10 +860,13 @@ class Connection(models.Model):
 
         Under the row lock, so that a refresh in flight cannot overwrite them afterwards.
         Kroger need not return ``scope``: then the scopes requested are the ones granted.
+        People who were told of a failure are told now that it works again.
         """
         with transaction.atomic():
             locked = Connection.objects.select_for_update(of=("self",)).get(pk=self.pk)
             now = timezone.now()
+            recovered = locked.failure_notified
+            locked.failure_notified = False
             locked.authorized_at = now
             locked.store_tokens(
                 access_token=response.access_token,
@@ -801,6 +882,8 @@ class Connection(models.Model):
                 detail=f"{locked.get_environment_display()}, scopes granted: "
                 f"{locked.granted_scopes or 'none'}",
             )
+        if recovered:
+            notifications.send_recovery(locked)
         self.refresh_from_db()
 
     def status_display(self) -> str:
@@ -818,6 +901,12 @@ class Connection(models.Model):
     ) -> None:
         """Keep a fresh token response; an omitted refresh token keeps the stored one."""
         now = now or timezone.now()
+        if timedelta(seconds=expires_in) <= self.TOKEN_SAFETY_MARGIN:
+            logger.warning(
+                "Connection %s: Kroger issued a token valid for only %s seconds",
+                self.code,
+                expires_in,
+            )
         self.access_token = access_token
         self.token_expires_at = now + timedelta(seconds=expires_in)
         if refresh_token:

@@ -32,6 +32,7 @@ def refresh_due(
     stop: threading.Event | None = None,
 ) -> int:
     """One pass: refresh every connection due now. Returns how many this worker handled."""
+    _offline_if_expired()
     due = Connection.due_for_refresh(window=window).order_by("token_expires_at", "pk")
     ids = list(due.values_list("pk", flat=True)[:BATCH])
     if not ids:
@@ -41,6 +42,22 @@ def refresh_due(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="refresh") as pool:
         handled = pool.map(lambda pk: _refresh_in_thread(pk, window=window, stop=stop), ids)
         return sum(handled)
+
+
+def _offline_if_expired() -> None:
+    """Connections whose token expired while a failed refresh backs off are not due (the
+    backoff holds them back), yet they have no usable token left: mark them Offline now, so
+    that pages say so and people are told, rather than when the backoff ends. No HTTP call."""
+    expired = Connection.expired_while_backing_off()
+    for pk in list(expired.values_list("pk", flat=True)[:BATCH]):
+        try:
+            claimed = Connection.offline_if_expired(pk)
+        except Exception as exc:
+            logger.error("Connection #%s: status check crashed (%s)", pk, type(exc).__name__)
+            continue
+        if claimed is not None:
+            connection, outcome = claimed
+            logger.info("Connection %s (%s): %s", connection.code, connection.name, outcome.summary)
 
 
 def _refresh_in_thread(pk: int, *, window: timedelta, stop: threading.Event | None) -> bool:

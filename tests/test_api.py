@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from connections_app.models import (
+    NEEDS_REAUTHORIZATION,
     AuditAction,
     AuditEvent,
     Connection,
@@ -434,3 +435,48 @@ def test_kroger_failing_answers_409_kroger_unavailable(
     response = api(client, token_url(expired), raw)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "kroger_unavailable"
+
+
+def test_a_connection_needing_reauthorization_answers_409_even_with_a_valid_token(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    authorized.mark_offline(NEEDS_REAUTHORIZATION)
+    response = api(client, token_url(authorized), key[1])
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "needs_reauthorization"
+    assert error["message"].startswith("Needs reauthorization: ")
+    assert "Authorize it again" in error["message"]
+    assert ACCESS not in response.content.decode()
+    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+
+
+def test_a_token_kroger_refused_in_a_test_is_replaced_before_it_is_handed_out(
+    client: Client, connection: Connection, fake_kroger: Any
+) -> None:
+    authorize(connection, fake_kroger)
+    _, raw = ServiceKey.create_key(name="Refresher", connections=[connection])
+    fake_kroger.expire_access_tokens()
+    connection.test_connection()  # Kroger answers 401 invalid_token: Offline
+
+    response = api(client, token_url(connection), raw)
+
+    assert response.status_code == 200
+    assert response.json()["access_token"] != connection.access_token
+    assert response.json()["access_token"] in fake_kroger.access_tokens
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
+
+
+def test_an_offline_connection_backing_off_answers_409_kroger_unavailable(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    authorized.mark_offline("Kroger unreachable: Kroger had a server error (HTTP 500).")
+    Connection.objects.filter(pk=authorized.pk).update(
+        refresh_failures=1, next_refresh_at=timezone.now() + timedelta(minutes=5)
+    )
+    response = api(client, token_url(authorized), key[1])
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "kroger_unavailable"
+    assert error["message"].startswith("Kroger unreachable: Kroger had a server error")
+    assert ACCESS not in response.content.decode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -9,7 +11,9 @@ from unittest import mock
 import pytest
 from django.core import mail
 from django.db import DatabaseError
+from django.test import RequestFactory
 from django.utils import timezone
+from django.views.debug import ExceptionReporter
 
 from connections_app import kroger
 from connections_app.models import (
@@ -289,3 +293,203 @@ def test_refused_client_credentials_are_retried_and_reported_once_offline(
     assert stored.refresh_token == connection.refresh_token
     [email] = mail.outbox
     assert "offline" in email.subject and CLIENT_SECRET not in email.body
+
+
+# --- Offline connections hand out no stored token ------------------------------------------
+
+
+def test_a_connection_needing_reauthorization_hands_out_no_token_even_a_valid_one(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger)
+    connection.mark_offline(NEEDS_REAUTHORIZATION)
+
+    with pytest.raises(TokenUnavailable) as caught:
+        reloaded(connection).get_access_token()
+
+    assert caught.value.code == "needs_reauthorization"
+    assert caught.value.reason.startswith(f"{NEEDS_REAUTHORIZATION}: ")
+    assert fake_kroger.token_calls == []
+
+
+def test_a_token_kroger_refused_in_a_test_is_refreshed_before_it_is_handed_out(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger)  # valid for 30 minutes, as far as the portal knows
+    fake_kroger.expire_access_tokens()
+    assert not reloaded(connection).test_connection().ok
+    assert reloaded(connection).status == ConnectionStatus.OFFLINE
+
+    token = reloaded(connection).get_access_token()
+
+    assert len(refresh_calls(fake_kroger)) == 1
+    assert token.access_token != connection.access_token
+    assert token.access_token in fake_kroger.access_tokens
+    assert reloaded(connection).status == ConnectionStatus.ONLINE
+
+
+def test_a_refused_token_whose_refresh_fails_is_not_handed_out_and_says_why(
+    connection: Connection, fake_kroger: FakeKroger, admin_user: Any
+) -> None:
+    authorize(connection, fake_kroger)
+    fake_kroger.expire_access_tokens()
+    reloaded(connection).test_connection()
+    fake_kroger.fail_token("500")
+
+    with pytest.raises(TokenUnavailable) as caught:
+        reloaded(connection).get_access_token()
+
+    assert caught.value.code == "kroger_unavailable"
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.OFFLINE
+    assert stored.status_reason.startswith("Kroger unreachable: ")
+    [email] = mail.outbox
+    assert "offline" in email.subject
+
+
+def test_an_offline_connection_backing_off_hands_out_no_token(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger)
+    connection.mark_offline("Kroger unreachable: Kroger had a server error (HTTP 500).")
+    Connection.objects.filter(pk=connection.pk).update(
+        refresh_failures=1, next_refresh_at=timezone.now() + timedelta(minutes=1)
+    )
+
+    with pytest.raises(TokenUnavailable) as caught:
+        reloaded(connection).get_access_token()
+
+    assert caught.value.code == "kroger_unavailable"
+    assert caught.value.reason.startswith("Kroger unreachable: Kroger had a server error")
+    assert fake_kroger.token_calls == []
+
+
+def test_a_token_that_expires_while_backing_off_makes_the_connection_offline_once(
+    connection: Connection, fake_kroger: FakeKroger, admin_user: Any
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(seconds=60))
+    fake_kroger.fail_token("500")
+    reloaded(connection).get_access_token()  # still valid: handed out, and backing off
+    assert reloaded(connection).status == ConnectionStatus.ONLINE
+    expire(reloaded(connection))
+
+    for _ in range(2):
+        with pytest.raises(TokenUnavailable) as caught:
+            reloaded(connection).get_access_token()
+        assert caught.value.code == "kroger_unavailable"
+
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.OFFLINE
+    assert stored.status_reason.startswith("Kroger unreachable: ")
+    assert stored.next_refresh_at is not None and stored.next_refresh_at > timezone.now()
+    assert len(fake_kroger.token_calls) == 1  # the backoff holds
+    [email] = mail.outbox
+    assert "offline" in email.subject and connection.access_token not in email.body
+
+
+# --- Reauthorization ---------------------------------------------------------------------
+
+
+def test_reauthorizing_after_a_failure_tells_people_it_works_again_then_not_later(
+    connection: Connection, fake_kroger: FakeKroger, admin_user: Any, owner: Any
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.fail_token("invalid_grant")
+    with pytest.raises(TokenUnavailable):
+        reloaded(connection).get_access_token()
+    access, refresh = fake_kroger.issue_tokens(connection.client.client_id, ["product.compact"])
+    response = kroger.TokenResponse(
+        access_token=access, expires_in=1800, token_type="bearer", refresh_token=refresh
+    )
+
+    reloaded(connection).authorize_with(response, actor=owner)
+
+    failure, recovery = mail.outbox
+    assert "works again" in recovery.subject
+    assert sorted(recovery.to) == sorted(failure.to)
+    assert not reloaded(connection).failure_notified
+    reloaded(connection).refresh(force=True)
+    assert len(mail.outbox) == 2
+
+
+def test_authorizing_a_healthy_connection_emails_no_one(
+    connection: Connection, fake_kroger: FakeKroger, owner: Any
+) -> None:
+    authorize(connection, fake_kroger)
+    access, refresh = fake_kroger.issue_tokens(connection.client.client_id, ["product.compact"])
+    response = kroger.TokenResponse(
+        access_token=access, expires_in=1800, token_type="bearer", refresh_token=refresh
+    )
+    reloaded(connection).authorize_with(response, actor=owner)
+    assert mail.outbox == []
+
+
+# --- Tokens Kroger issues with a short or no lifetime ---------------------------------------
+
+
+def test_a_short_lived_token_is_not_refreshed_on_every_call(
+    connection: Connection, fake_kroger: FakeKroger, caplog: pytest.LogCaptureFixture
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.expires_in = 60  # inside the two-minute safety margin
+
+    tokens = {reloaded(connection).get_access_token().access_token for _ in range(5)}
+
+    assert len(refresh_calls(fake_kroger)) == 1
+    [token] = tokens
+    assert token in fake_kroger.access_tokens
+    warnings = [r for r in caplog.records if "valid for only 60 seconds" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_a_short_lived_token_is_refreshed_when_half_its_life_is_over(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.expires_in = 60
+    reloaded(connection).get_access_token()
+    Connection.objects.filter(pk=connection.pk).update(
+        last_refreshed_at=timezone.now() - timedelta(seconds=31),
+        token_expires_at=timezone.now() + timedelta(seconds=29),
+    )
+    reloaded(connection).get_access_token()
+    assert len(refresh_calls(fake_kroger)) == 2
+
+
+@pytest.mark.parametrize("expires_in", [0, -30])
+def test_a_token_without_a_positive_lifetime_is_a_transient_failure(
+    expires_in: int, connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.expires_in = expires_in
+
+    with pytest.raises(TokenUnavailable) as caught:
+        reloaded(connection).get_access_token()
+
+    assert caught.value.code == "kroger_unavailable"
+    assert "expires_in" in caught.value.reason
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.OFFLINE and stored.next_refresh_at is not None
+
+
+def crash_report(call: Callable[[], object]) -> str:
+    """The technical 500 page of a crash in ``call`` (this frame holds no secret itself)."""
+    try:
+        call()
+    except AttributeError:
+        request = RequestFactory().get("/api/v1/connections/")
+        return ExceptionReporter(request, *sys.exc_info()).get_traceback_html()
+    pytest.fail("the call did not crash")
+
+
+def test_an_error_report_of_a_crash_during_a_refresh_shows_no_secret(
+    connection: Connection, fake_kroger: FakeKroger, settings: Any
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    del settings.KROGER_TIMEOUT_SECONDS  # the refresh crashes inside the call to Kroger
+
+    html = crash_report(reloaded(connection).get_access_token)
+
+    assert "_request_token" in html and "KROGER_TIMEOUT_SECONDS" in html
+    for secret in (CLIENT_SECRET, connection.refresh_token, connection.access_token):
+        assert secret not in html

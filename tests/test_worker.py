@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core import mail
 from django.db import connections
 from django.utils import timezone
 
@@ -95,7 +96,11 @@ def test_a_pass_refreshes_what_is_due_and_nothing_else(
         AuditEvent.objects.filter(action=AuditAction.REFRESHED, actor_label="worker").count() == 3
     )
     lines = [r.getMessage() for r in caplog.records if r.name == "connections_app.worker"]
-    assert len(lines) == 3 and all("refreshed, valid until" in line for line in lines)
+    refreshed = [line for line in lines if "refreshed, valid until" in line]
+    assert len(refreshed) == 3
+    # The one backing off has no valid token left: marked Offline, without a call to Kroger.
+    [offline] = [line for line in lines if line not in refreshed]
+    assert "(Backing off): backing off, token expired: offline" in offline
     for secret in fake_kroger.issued:
         assert secret not in caplog.text
     assert worker.refresh_due(concurrency=1) == 0  # nothing is due any more
@@ -132,6 +137,35 @@ def test_a_transient_failure_waits_for_its_backoff(
     Connection.objects.filter(pk=connection.pk).update(next_refresh_at=timezone.now())
     assert worker.refresh_due(concurrency=1) == 1
     assert reloaded(connection).refresh_failures == 0
+
+
+@pytest.mark.django_db
+def test_a_token_that_expires_while_backing_off_is_marked_offline_by_the_next_pass(
+    connection: Connection,
+    fake_kroger: FakeKroger,
+    admin_user: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1))
+    fake_kroger.fail_token("500")
+    worker.refresh_due(concurrency=1)  # fails; the token is still valid: Online, backing off
+    Connection.objects.filter(pk=connection.pk).update(
+        token_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    caplog.set_level(logging.INFO, logger="connections_app.worker")
+
+    for _ in range(2):
+        assert worker.refresh_due(concurrency=1) == 0
+
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.OFFLINE
+    assert stored.status_reason.startswith("Kroger unreachable: ")
+    assert stored.next_refresh_at is not None and stored.next_refresh_at > timezone.now()
+    assert len(fake_kroger.token_calls) == 1  # no call to Kroger before the backoff ends
+    [email] = mail.outbox
+    assert "offline" in email.subject
+    lines = [r.getMessage() for r in caplog.records if r.name == "connections_app.worker"]
+    assert f"({connection.name}): backing off, token expired: offline" in lines[-1]
 
 
 @pytest.mark.postgres
