@@ -334,6 +334,7 @@ def test_adding_a_client_from_the_panel_returns_to_it_with_the_input_kept(
         "environment": "production",
         "client": str(oauth_client.code),
         "scopes": ["product.compact"],
+        "banner": "ralphs",
         "action": "add_client",
     }
     response = client.post("/connections/new/", panel)
@@ -353,6 +354,7 @@ def test_adding_a_client_from_the_panel_returns_to_it_with_the_input_kept(
     assert chosen["text"] == "Pantry app"
     assert (selected_option(page, "environment") or {}).get("value") == "certification"
     assert checked_values(page, "scopes") == ["product.compact"]
+    assert (selected_option(page, "banner") or {}).get("value") == "ralphs"
     # The kept input is used once.
     again = client.get("/connections/new/?restore=1").content.decode()
     assert input_value(again, "name") is None
