@@ -18,7 +18,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from connections_app.forms import banner_field
+from connections_app.forms import ConnectionRulesForm, banner_field
 from connections_app.models import (
     AuditAction,
     AuditEvent,
@@ -129,22 +129,12 @@ class ScopeAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
 
 
-class ConnectionAdminForm(forms.ModelForm):
+class ConnectionAdminForm(ConnectionRulesForm):
     banner = banner_field()
 
     class Meta:
         model = Connection
         fields = ["name", "environment", "client", "scopes", "banner"]
-
-    def clean(self) -> dict[str, Any]:
-        # The client's environment is checked by Connection.clean.
-        cleaned = super().clean() or {}
-        client: OAuthClient | None = cleaned.get("client")
-        scopes = cleaned.get("scopes")
-        if client is not None and scopes is not None:
-            for problem in Connection.scope_problems(client, scopes):
-                self.add_error("scopes", problem)
-        return cleaned
 
 
 @admin.register(Connection)

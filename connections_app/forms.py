@@ -112,7 +112,22 @@ class ScopeOption:
         return bool(self.reason)
 
 
-class ConnectionForm(forms.ModelForm):
+class ConnectionRulesForm(forms.ModelForm):
+    """Base of every form that edits a connection (the panel and the admin): the scopes must
+    suit the client's grant type. The client's environment is checked by Connection.clean."""
+
+    def clean(self) -> dict[str, Any]:
+        # The client's environment is checked by Connection.clean.
+        cleaned = super().clean() or {}
+        client: OAuthClient | None = cleaned.get("client")
+        scopes = cleaned.get("scopes")
+        if client is not None and scopes is not None:
+            for problem in Connection.scope_problems(client, scopes):
+                self.add_error("scopes", problem)
+        return cleaned
+
+
+class ConnectionForm(ConnectionRulesForm):
     environment = forms.ChoiceField(label="Environment", choices=environment_choices)
     client = forms.ModelChoiceField(
         label="OAuth 2.0 client",
@@ -146,16 +161,6 @@ class ConnectionForm(forms.ModelForm):
             self.initial["client"] = str(self.instance.client.code)
         if isinstance(self.initial.get("client"), OAuthClient):
             self.initial["client"] = str(self.initial["client"].code)
-
-    def clean(self) -> dict[str, Any]:
-        # The client's environment is checked by Connection.clean.
-        cleaned = super().clean() or {}
-        client: OAuthClient | None = cleaned.get("client")
-        scopes = cleaned.get("scopes")
-        if client is not None and scopes is not None:
-            for problem in Connection.scope_problems(client, scopes):
-                self.add_error("scopes", problem)
-        return cleaned
 
     def chosen_client(self) -> OAuthClient | None:
         code = self["client"].value()
