@@ -19,6 +19,7 @@ from django.contrib.auth.models import Group, Permission
 
 from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
 from connections_app.models import Connection, Environment, GrantType, OAuthClient, Scope
+from tests.fakes import tls
 from tests.fakes.fake_kroger import FakeKroger
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -57,6 +58,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             skip = pytest.mark.skip(reason="needs PostgreSQL (TEST_DATABASE_URL)")
             for item in postgres_items:
                 item.add_marker(skip)
+
+
+# --- Every stand-in serves https with certificates of a throwaway CA (tests/fakes/tls.py). --
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _trust_test_ca(tmp_path_factory: pytest.TempPathFactory) -> None:
+    tls.trust_test_ca(tmp_path_factory.mktemp("ca"))
 
 
 # --- Rows a data migration seeds ---------------------------------------------------------
