@@ -2,8 +2,9 @@
 
 Run by ``bench/run`` inside ``bin/with-postgres`` (which provides TEST_DATABASE_URL). It migrates
 the throwaway database, seeds an OAuth 2.0 client, two connections and a service key against
-the fake Kroger (tests/fakes), serves the portal with gunicorn under production settings (DEBUG
-off; plain HTTP on loopback behind a pretend TLS proxy header), and prints:
+the fake Kroger (tests/fakes, https with a throwaway CA), serves the portal with gunicorn under
+production settings (DEBUG off; plain HTTP on loopback behind a pretend TLS proxy header), and
+prints:
 
 - requests/s and p50/p99 latency of the token endpoint for a valid token, beside a bench-only
   view that reads one row by primary key and returns JSON (the ceiling of this stack);
@@ -277,8 +278,12 @@ def main() -> int:
         print("bench needs a PostgreSQL database: run it through bench/run", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
+    from tests.fakes import tls
     from tests.fakes.fake_kroger import FakeKroger
 
+    # The fake Kroger serves https; this process and gunicorn (which inherits the environment)
+    # trust its throwaway CA through REQUESTS_CA_BUNDLE.
+    tls.trust_test_ca(WORK_DIR)
     fake = FakeKroger().start()
     fake.token_delay = KROGER_DELAY
     configure(db_url, fake.url)

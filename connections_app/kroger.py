@@ -376,23 +376,18 @@ def _api_reason(body: dict[str, Any]) -> Any:
 
 
 def _base_url(environment: str) -> str:
-    """The configured base URL, ending in '/'; https, or http for a loopback host only."""
+    """The configured base URL, ending in '/'; always https (settings refuse anything else)."""
     try:
         url = str(settings.KROGER_BASE_URLS[environment])
     except KeyError:
         raise KrogerError("error", f"Unknown Kroger environment {environment!r}.") from None
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname)):
+    if urlsplit(url).scheme != "https":
         raise KrogerError(
             "error",
-            f"The Kroger address for {environment} must use https:// (plain http:// only for "
-            "a loopback host). Check KROGER_PRODUCTION_URL / KROGER_CERTIFICATION_URL.",
+            f"The Kroger address for {environment} must use https://. Check "
+            "KROGER_PRODUCTION_URL / KROGER_CERTIFICATION_URL.",
         )
     return url if url.endswith("/") else url + "/"
-
-
-def _is_loopback(host: str | None) -> bool:
-    return host in {"localhost", "::1"} or bool(host and host.startswith("127."))
 
 
 # Every local here can carry a secret (the request's auth, form and headers), and so can

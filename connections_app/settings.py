@@ -72,11 +72,12 @@ def env_secret(name: str) -> str:
 
 
 def env_url(name: str, default: str, *, loopback_http: bool = False) -> str:
+    """An https:// URL; with ``loopback_http``, plain http:// is also fine for a loopback host."""
     value = env_str(name, default)
     parts = urlsplit(value)
     allowed = {"https"} | ({"http"} if loopback_http and _is_loopback(parts.hostname) else set())
     if not parts.hostname or parts.scheme not in allowed:
-        hint = "https:// (http:// only for a loopback host)" if loopback_http else "http(s)://"
+        hint = "https:// (http:// only for a loopback host)" if loopback_http else "https://"
         raise ConfigError(f"{name}={value!r} is not a usable URL: use {hint}")
     return value
 
@@ -119,14 +120,13 @@ if DEBUG:
     ALLOWED_HOSTS += ["localhost", "127.0.0.1", "[::1]"]
 CSRF_TRUSTED_ORIGINS = [SITE_URL]
 
+# Client secrets and tokens travel to these: https always, even to a stand-in on loopback (a
+# local one trusts its own CA through REQUESTS_CA_BUNDLE, as `make demo` and the tests do).
 KROGER_BASE_URLS = {
-    "production": env_url(
-        "KROGER_PRODUCTION_URL", "https://api.kroger.com/v1/", loopback_http=True
-    ).rstrip("/")
-    + "/",
-    "certification": env_url(
-        "KROGER_CERTIFICATION_URL", "https://api-ce.kroger.com/v1/", loopback_http=True
-    ).rstrip("/")
+    "production": env_url("KROGER_PRODUCTION_URL", "https://api.kroger.com/v1/").rstrip("/") + "/",
+    "certification": env_url("KROGER_CERTIFICATION_URL", "https://api-ce.kroger.com/v1/").rstrip(
+        "/"
+    )
     + "/",
 }
 KROGER_TIMEOUT_SECONDS = env_int("KROGER_TIMEOUT_SECONDS", 15)

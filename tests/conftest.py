@@ -211,6 +211,12 @@ CHROMIUM_ARGS = [
 ]
 
 
+def chromium_args() -> list[str]:
+    """Chromium trusts the stand-ins' certificate (by its key, so nothing else it would
+    refuse) and no other certificate error: the portal's pages and the fakes are both real."""
+    return [*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={tls.spki_fingerprint()}"]
+
+
 def chromium_executable() -> str | None:
     for name in (os.environ.get("CHROMIUM_PATH", ""), "chromium", "chromium-browser"):
         if name and (found := shutil.which(name)):
@@ -230,7 +236,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        instance = playwright.chromium.launch(executable_path=executable, args=chromium_args())
         yield instance
         instance.close()
 
@@ -246,7 +252,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
 def page(
     browser: Any, live_server: Any, settings: Any, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
-    """A fresh browser page on the live portal, with settings fitting plain-HTTP loopback."""
+    """A fresh browser page on the live portal (plain http on loopback, a secure context for
+    Chromium), with settings to fit; the fake Kroger it visits is https."""
     settings.SITE_URL = live_server.url
     settings.OAUTH_REDIRECT_URI = f"{live_server.url}/oauth/callback/"
     settings.ALLOWED_HOSTS = ["*"]

@@ -298,7 +298,7 @@ def test_an_unreachable_kroger_is_explained(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings.KROGER_BASE_URLS = {"certification": f"http://127.0.0.1:{port}/v1/"}
+    settings.KROGER_BASE_URLS = {"certification": f"https://127.0.0.1:{port}/v1/"}
     client.force_login(owner)
     text = client.post(f"/connections/{cc_connection.code}/authorize/", follow=True)
     assert "Could not reach Kroger (Certification)" in text.content.decode()

@@ -57,12 +57,12 @@ def test_the_environment_shows_the_configured_base_url(
     client: Any, owner: Any, settings: Any
 ) -> None:
     settings.KROGER_BASE_URLS = {
-        "production": "http://127.0.0.1:9999/v1/",
+        "production": "https://127.0.0.1:9999/v1/",
         "certification": "https://api-ce.kroger.com/v1/",
     }
     client.force_login(owner)
     page = client.get("/connections/new/").content.decode()
-    assert "Production (http://127.0.0.1:9999/v1/)" in page
+    assert "Production (https://127.0.0.1:9999/v1/)" in page
 
 
 def test_an_editor_creates_a_connection(client: Any, owner: Any, oauth_client: OAuthClient) -> None:

@@ -1,4 +1,4 @@
-"""connections_app.kroger against the fake Kroger over real HTTP."""
+"""connections_app.kroger against the fake Kroger over real https."""
 
 from __future__ import annotations
 
@@ -261,7 +261,7 @@ def test_an_unreachable_kroger_is_a_network_error(settings: Any) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings.KROGER_BASE_URLS = {"production": f"http://127.0.0.1:{port}/v1/"}
+    settings.KROGER_BASE_URLS = {"production": f"https://127.0.0.1:{port}/v1/"}
     with pytest.raises(KrogerError) as caught:
         kroger.client_credentials(
             environment="production", client_id="a", client_secret="b", scopes=[]
@@ -270,13 +270,29 @@ def test_an_unreachable_kroger_is_a_network_error(settings: Any) -> None:
     assert caught.value.transient
 
 
-def test_plain_http_is_refused_for_a_host_that_is_not_loopback(settings: Any) -> None:
-    settings.KROGER_BASE_URLS = {"production": "http://api.kroger.example/v1/"}
+@pytest.mark.parametrize("url", ["http://api.kroger.example/v1/", "http://127.0.0.1:9/v1/"])
+def test_plain_http_is_refused_even_for_a_loopback_host(settings: Any, url: str) -> None:
+    settings.KROGER_BASE_URLS = {"production": url}
     with pytest.raises(KrogerError) as caught:
         kroger.client_credentials(
             environment="production", client_id="a", client_secret="b", scopes=[]
         )
     assert "https://" in caught.value.message
+
+
+def test_a_kroger_whose_certificate_no_trusted_ca_signed_is_not_sent_secrets(
+    fake: FakeKroger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS verification really runs: without the test CA in the bundle the fake is refused."""
+    import certifi
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    with pytest.raises(KrogerError) as caught:
+        kroger.client_credentials(
+            environment="production", client_id=CLIENT_ID, client_secret=SECRET, scopes=[]
+        )
+    assert caught.value.kind == "network"
+    assert fake.token_calls == []
 
 
 def test_rate_limit_is_transient(fake: FakeKroger) -> None:

@@ -58,6 +58,8 @@ def test_a_good_production_configuration_starts() -> None:
         ({"EMAIL_PORT": "twenty-five"}, "EMAIL_PORT"),
         ({"SITE_URL": "http://portal.example.com"}, "SITE_URL"),
         ({"KROGER_PRODUCTION_URL": "http://api.kroger.com/v1/"}, "KROGER_PRODUCTION_URL"),
+        ({"KROGER_PRODUCTION_URL": "http://127.0.0.1:9999/v1/"}, "KROGER_PRODUCTION_URL"),
+        ({"KROGER_CERTIFICATION_URL": "http://localhost:9999/v1/"}, "KROGER_CERTIFICATION_URL"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
         (
             {"ALLOWED_SIGNUP_DOMAINS": "team.example", "ACCOUNT_EMAIL_VERIFICATION": "none"},
@@ -84,8 +86,22 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
     assert "ENCRYPTION_KEYS_FILE" in missing.stderr
 
 
-def test_loopback_kroger_urls_may_use_plain_http() -> None:
-    assert run_check(KROGER_PRODUCTION_URL="http://127.0.0.1:9999/v1/").returncode == 0
+def test_it_takes_https_kroger_urls_on_a_loopback_host() -> None:
+    result = run_check(
+        KROGER_PRODUCTION_URL="https://127.0.0.1:9999/v1/",
+        KROGER_CERTIFICATION_URL="https://localhost:9999/v1/",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("debug", ["true", "false"])
+def test_it_refuses_a_plain_http_kroger_url_even_on_loopback_and_in_debug(debug: str) -> None:
+    result = run_check(DEBUG=debug, KROGER_CERTIFICATION_URL="http://127.0.0.1:9999/v1/")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Configuration error: KROGER_CERTIFICATION_URL='http://127.0.0.1:9999/v1/' is not a "
+        "usable URL: use https://"
+    ]
 
 
 def test_sign_up_by_domain_requires_confirmed_addresses_by_default() -> None:

@@ -1,4 +1,5 @@
-"""A fake Kroger served over real HTTP on 127.0.0.1, so the portal's own client code runs.
+"""A fake Kroger served over real https on 127.0.0.1 (certificates of the throwaway CA in
+``tls.py``), so the portal's own client code and TLS verification run.
 
 It behaves as ``shared/KROGER.md`` describes Kroger: a consent page with Accept and Decline,
 single-use authorization codes bound to their redirect URI and PKCE challenge, HTTP Basic
@@ -26,6 +27,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
+from tests.fakes.tls import TLSServerMixin
+
 USER_ONLY_SCOPES = frozenset({"cart.basic:write", "profile.compact"})
 COOKIE_NAME = "fake_kroger_consent"
 TOKEN_FAILURES = frozenset(
@@ -41,7 +44,7 @@ TOKEN_FAILURES = frozenset(
 )
 
 
-class _QuietServer(ThreadingHTTPServer):
+class _QuietServer(TLSServerMixin, ThreadingHTTPServer):
     """A client that gave up (a timeout test) is expected; its broken pipe is not news."""
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -109,7 +112,7 @@ class FakeKroger:
         server.daemon_threads = True
         server.block_on_close = False
         self._server = server
-        self.url = f"http://127.0.0.1:{server.server_address[1]}/v1/"
+        self.url = f"https://127.0.0.1:{server.server_address[1]}/v1/"
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
