@@ -11,12 +11,14 @@ from typing import Any
 from allauth.account.decorators import secure_admin_login
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.text import capfirst
 
 from connections_app.forms import ConnectionRulesForm, banner_field
 from connections_app.models import (
@@ -34,6 +36,27 @@ from connections_app.models import (
 admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 admin.site.site_header = "Kroger connections administration"
 admin.site.site_title = "Kroger connections"
+
+
+class AccessibleWidgetsMixin:
+    """Labels for the admin widgets Django leaves unlabelled.
+
+    A split date/time field's one <label> points at neither of its two boxes, so each box is
+    named after the field; the filter_horizontal lists get js/admin-selector.js.
+    """
+
+    class Media:
+        js = ["js/admin-selector.js"]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+        widget = getattr(formfield, "widget", None)
+        if isinstance(widget, AdminSplitDateTime):
+            label = capfirst(str(db_field.verbose_name))
+            date_box, time_box = widget.widgets
+            date_box.attrs["aria-label"] = f"{label}: date"
+            time_box.attrs["aria-label"] = f"{label}: time"
+        return formfield
 
 
 def changed_labels(form: forms.ModelForm) -> str:  # type: ignore[type-arg]
@@ -138,7 +161,7 @@ class ConnectionAdminForm(ConnectionRulesForm):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
     form = ConnectionAdminForm
     list_display = ["name", "environment", "client", "status", "token_expires_at", "updated_at"]
     list_filter = ["status", "environment", "client__grant_type"]
@@ -257,7 +280,7 @@ class ServiceKeyStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(ServiceKey)
-class ServiceKeyAdmin(admin.ModelAdmin):
+class ServiceKeyAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
     """The key itself is generated on save and shown once, on the page after "Save"."""
 
     list_display = [

@@ -11,6 +11,7 @@ from django.db import connection as db
 
 from connections_app.access import EDITORS
 from connections_app.models import Connection, ConnectionStatus
+from tests.accessibility import assert_accessible
 from tests.conftest import CLIENT_SECRET, PASSWORD, sign_in
 from tests.fakes.fake_kroger import FakeKroger
 
@@ -30,6 +31,7 @@ def sign_up_first_user(page: Any) -> None:
     page.get_by_label("Password (again)").fill(PASSWORD)
     page.get_by_role("button", name="Sign Up").click()
     page.wait_for_url(lambda url: "/accounts/signup/" not in url)
+    assert_accessible(page)
 
 
 def create_connection_with_new_client(
@@ -37,10 +39,12 @@ def create_connection_with_new_client(
 ) -> None:
     """The "Create connection" panel, adding its OAuth 2.0 client through "+"."""
     page.goto("/connections/new/")
+    assert_accessible(page)
     page.get_by_label("Name your connection").fill(name)
     page.locator("select[name=environment]").select_option("production")
     page.get_by_role("button", name="Add OAuth 2.0 client").click()
     dialog = page.locator("dialog[open]")
+    assert_accessible(page)
     dialog.locator("input[name=name]").fill(client_name)
     dialog.locator("select[name=environment]").select_option("production")
     dialog.locator("select[name=grant_type]").select_option(grant)
@@ -51,6 +55,7 @@ def create_connection_with_new_client(
     for scope in scopes:
         page.locator(f"li[data-scope='{scope}'] input[type=checkbox]").check()
     page.get_by_role("button", name="Add selected scopes").click()
+    assert_accessible(page)
     page.get_by_role("button", name="Save & authorize").click()
 
 
@@ -88,6 +93,7 @@ def test_a_new_user_authorizes_a_connection_end_to_end(page: Any, fake_kroger: F
     assert "code=" not in page.url
     page.get_by_text("is authorized and Online").wait_for()
     assert page.locator(".status").first.inner_text() == "Online"
+    assert_accessible(page)
     connection = Connection.objects.get(name="Weekly shop")
     assert connection.status == ConnectionStatus.ONLINE
     assert connection.granted_scopes == "cart.basic:write product.compact"
@@ -117,6 +123,7 @@ def test_declining_on_krogers_page_leaves_the_connection_not_authorized(
 
     page.get_by_text("Authorization was declined on Kroger's page").wait_for()
     assert page.locator(".status").first.inner_text() == "Not authorized"
+    assert_accessible(page)
     assert fake_kroger.token_calls == []
 
 
@@ -139,6 +146,7 @@ def test_a_replayed_callback_url_is_refused(page: Any, fake_kroger: FakeKroger) 
 
     assert response.status == 400
     page.get_by_text("already used").wait_for()
+    assert_accessible(page)
     assert len(fake_kroger.token_calls) == 1
 
 
@@ -169,6 +177,7 @@ def test_a_callback_opened_in_another_users_session_is_refused(
         response = other_page.goto(callback)
         assert response.status == 403
         other_page.get_by_text("started by someone else").wait_for()
+        assert_accessible(other_page)
     finally:
         other.close()
     assert fake_kroger.token_calls == []
@@ -190,6 +199,7 @@ def test_a_client_credentials_connection_is_online_without_a_consent_page(
 
     page.get_by_text("“Catalogue” is Online").wait_for()
     assert page.locator(".status").first.inner_text() == "Online"
+    assert_accessible(page)
     assert fake_kroger.authorize_requests == []
     [call] = fake_kroger.token_calls
     assert call["grant_type"] == "client_credentials"

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from connections_app.models import Connection, ConnectionStatus
+from tests.accessibility import assert_accessible
 from tests.conftest import sign_in
 from tests.fakes.fake_kroger import FakeKroger
 from tests.keepalive import authorize, reloaded
@@ -23,12 +24,14 @@ def test_an_editor_tests_refreshes_and_disconnects_a_connection(
     authorize(connection, fake_kroger)
     sign_in(page, owner)
     page.goto(f"/connections/{connection.code}/")
+    assert_accessible(page)
     messages = page.locator(".messages")
     history = page.locator("section[aria-labelledby=history-title]")
 
     page.get_by_role("button", name="Test connection").click()
     messages.get_by_text("Kroger answered: 1 products").wait_for()
     assert fake_kroger.api_calls == ["products"]
+    assert_accessible(page)  # with a message shown
 
     page.get_by_role("button", name="Refresh token").click()
     messages.get_by_text("Token refreshed").wait_for()
@@ -38,9 +41,11 @@ def test_an_editor_tests_refreshes_and_disconnects_a_connection(
 
     page.get_by_role("link", name="Disconnect").click()
     page.get_by_text("Kroger has no endpoint to revoke a grant").wait_for()
+    assert_accessible(page)
     page.get_by_role("button", name="Disconnect").click()
     messages.get_by_text("is disconnected").wait_for()
     assert page.locator(".status").first.inner_text() == "Not authorized"
     assert page.get_by_role("button", name="Test connection").count() == 0
+    assert_accessible(page)
     stored = reloaded(connection)
     assert stored.status == ConnectionStatus.NOT_AUTHORIZED and stored.refresh_token == ""

@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from connections_app.models import Connection, OAuthClient
+from tests.accessibility import assert_accessible
 from tests.conftest import ARTIFACTS, CLIENT_SECRET, sign_in
 
 pytestmark = [
@@ -76,6 +77,7 @@ def test_a_client_added_through_plus_and_scopes_picked_with_the_buttons(
     panel.get_by_role("link", name="Create connection").click()
     # Wait for "load": the panel's scripts must have run before "+" opens the dialog.
     panel.wait_for_url("**/connections/new/")
+    assert_accessible(panel)
     panel.get_by_label("Name your connection").fill("Weekly shop")
     panel.get_by_label("Environment").select_option(label="Production (https://api.kroger.com/v1/)")
 
@@ -90,6 +92,7 @@ def test_a_client_added_through_plus_and_scopes_picked_with_the_buttons(
     expect(dialog.get_by_text("This field is required.")).to_be_visible()
     assert dialog.get_by_label("Name").input_value() == "Pantry app"
     expect(dialog.get_by_label("Client ID")).to_be_focused()
+    assert_accessible(panel)  # the dialog, with its errors
     dialog.get_by_label("Client ID").fill("pantry-app-42")
     dialog.get_by_label("Client secret").fill(CLIENT_SECRET)
     dialog.get_by_role("button", name="Save", exact=True).click()
@@ -109,6 +112,7 @@ def test_a_client_added_through_plus_and_scopes_picked_with_the_buttons(
     panel.keyboard.press("Enter")
     assert scope_names(selected(panel)) == ["product.compact"]
     expect(panel.get_by_text("Added 1 scope. Scopes: 2 available, 1 selected.")).to_be_visible()
+    assert_accessible(panel)
     # The filter narrows both lists; "»" adds every scope shown.
     panel.get_by_label("Filter scopes").fill("cart")
     panel.get_by_role("button", name="Add all scopes").click()
@@ -130,6 +134,7 @@ def test_a_client_added_through_plus_and_scopes_picked_with_the_buttons(
     assert connection.environment == "certification"
     assert connection.scope_string() == "cart.basic:write product.compact"
     expect(panel.get_by_text("Connection “Weekly shop” created.")).to_be_visible()
+    assert_accessible(panel)
 
 
 def test_the_client_credentials_rule_is_shown_and_enforced(
@@ -157,6 +162,7 @@ def test_the_client_credentials_rule_is_shown_and_enforced(
     cart = available(panel).get_by_label("cart.basic:write")
     assert cart.is_disabled()
     expect(available(panel).get_by_text(CART_RULE)).to_be_visible()
+    assert_accessible(panel)
     expect(panel.get_by_text("Removed cart.basic:write, profile.compact")).to_be_visible()
     panel.get_by_role("button", name="Remove all scopes").click()
     panel.get_by_role("button", name="Add all scopes").click()
@@ -173,6 +179,7 @@ def test_the_client_credentials_rule_is_shown_and_enforced(
     panel.get_by_role("button", name="Save", exact=True).click()
     expect(panel.get_by_text(CART_RULE).first).to_be_visible()
     assert panel.get_by_label("Name your connection").input_value() == "Catalogue feed"
+    assert_accessible(panel)  # the panel as the server sent it back, with its error
     assert not Connection.objects.exists()
 
 
@@ -191,6 +198,7 @@ def test_the_pencil_edits_the_client_without_losing_the_panel_input(
     dialog = panel.get_by_role("dialog", name="Edit OAuth 2.0 client “Shopping app”")
     assert dialog.get_by_label("Client secret").input_value() == ""
     expect(dialog.get_by_text("Leave blank to keep the stored secret")).to_be_visible()
+    assert_accessible(panel)
     assert CLIENT_SECRET not in dialog.inner_html()
     dialog.get_by_label("Name").fill("Shopping app v2")
     dialog.get_by_role("button", name="Save", exact=True).click()
@@ -221,6 +229,7 @@ def test_the_copy_button_copies_the_redirect_uri(panel: Any, owner: Any) -> None
     panel.goto("/clients/new/")
     panel.get_by_role("button", name="Copy").click()
     expect(panel.get_by_text("Copied.")).to_be_visible()
+    assert_accessible(panel)
     copied = panel.evaluate("navigator.clipboard.readText()")
     assert copied.endswith("/oauth/callback/")
 
