@@ -27,7 +27,8 @@
     const lists = {};
     function column(key, title) {
       const box = element("div", { class: "picker-column" });
-      box.appendChild(element("h3", { id: prefix + "-" + key + "-title" }, title));
+      // Not a heading: the lists belong to the Scopes fieldset, whose legend heads them.
+      box.appendChild(element("p", { class: "picker-title", id: prefix + "-" + key + "-title" }, title));
       const list = element("ul", {
         class: "scope-list picker-list",
         "aria-labelledby": prefix + "-" + key + "-title",
@@ -50,6 +51,7 @@
       buttons.appendChild(button);
     });
     columns.append(column("available", "Available scopes"), buttons, column("selected", "Selected scopes"));
+    const empty = element("p", { class: "picker-empty", hidden: "" });
     const status = element("p", { class: "muted picker-status", "aria-live": "polite" });
     const hidden = element("div", { hidden: "" });
 
@@ -61,7 +63,7 @@
       checkbox.checked = false;
     });
     source.remove();
-    picker.append(filterLabel, filter, columns, status, hidden);
+    picker.append(filterLabel, filter, empty, columns, status, hidden);
 
     function grantType() {
       const option = clientSelect && clientSelect.selectedOptions[0];
@@ -74,7 +76,9 @@
 
     function visible(item) {
       const needle = filter.value.trim().toLowerCase();
-      return !needle || item.textContent.toLowerCase().includes(needle);
+      // The name and description only: a hidden reason must not make a scope match.
+      const label = item.querySelector("label");
+      return !needle || label.textContent.toLowerCase().includes(needle);
     }
 
     function render(announcement) {
@@ -96,7 +100,15 @@
       hidden.replaceChildren(
         ...Array.from(selected).map((name) => element("input", { type: "hidden", name: "scopes", value: name }))
       );
-      const counts = lists.available.children.length + " available, " + selected.size + " selected.";
+      const needle = filter.value.trim();
+      const shown = (key) => Array.from(lists[key].children).filter((item) => !item.hidden).length;
+      const counts = needle
+        ? shown("available") + " of " + lists.available.children.length + " available and " +
+          shown("selected") + " of " + lists.selected.children.length + " selected match “" + needle + "”."
+        : lists.available.children.length + " available, " + selected.size + " selected.";
+      const none = Boolean(needle) && shown("available") + shown("selected") === 0;
+      empty.textContent = none ? "No scopes match “" + needle + "”." : "";
+      empty.hidden = !none;
       const notes = removed.length
         ? " Removed " + removed.join(", ") + ": the OAuth 2.0 client uses Client credentials."
         : "";
