@@ -28,6 +28,25 @@ EDIT_PERMISSIONS = [
 ]
 
 
+ADMINISTRATORS = "Administrators"  # superusers, not a group
+
+
+class RoleRequired(PermissionDenied):
+    """Refused for want of a role: the 403 page names the role and who can grant it."""
+
+    def __init__(self, role: str, message: str) -> None:
+        super().__init__(message)
+        self.role = role
+
+
+def role_of(user: Any) -> str:
+    """The strongest role ``user`` holds, or "" for none."""
+    if user.is_superuser:
+        return ADMINISTRATORS
+    names = {group.name for group in user.groups.all()}
+    return next((role for role in (EDITORS, VIEWERS) if role in names), "")
+
+
 def can_view(user: Any) -> bool:
     return bool(user.is_authenticated and user.has_perm("connections_app.view_connection"))
 
@@ -38,13 +57,13 @@ def can_edit(user: Any) -> bool:
 
 def require_viewer(user: Any) -> None:
     if not can_view(user):
-        raise PermissionDenied("You have no access to this portal's connections yet.")
+        raise RoleRequired(VIEWERS, "You have no access to this portal's connections yet.")
 
 
 def require_editor(user: Any) -> None:
     require_viewer(user)
     if not can_edit(user):
-        raise PermissionDenied("Only editors can change connections and OAuth 2.0 clients.")
+        raise RoleRequired(EDITORS, "Only editors can change connections and OAuth 2.0 clients.")
 
 
 def _get(queryset: Any, user: Any, code: uuid.UUID | str, edit: bool) -> Any:
@@ -84,4 +103,4 @@ def get_connection_for_service_key(key: Any, code: uuid.UUID | str) -> Any:
 def require_administrator(user: Any) -> None:
     """Service keys reach every connection they name: only administrators manage them."""
     if not (user.is_authenticated and user.is_superuser):
-        raise PermissionDenied("Only administrators manage service keys.")
+        raise RoleRequired(ADMINISTRATORS, "Only administrators manage service keys.")

@@ -5,6 +5,8 @@ from django.urls import include, path
 
 from connections_app import api, service_keys, views
 
+handler403 = views.permission_denied
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("clients/", views.client_list, name="client_list"),

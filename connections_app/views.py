@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -27,6 +28,7 @@ from connections_app.access import (
     get_connection_for_user,
     require_editor,
     require_viewer,
+    role_of,
 )
 from connections_app.forms import ConnectionForm, OAuthClientForm
 from connections_app.models import (
@@ -574,6 +576,27 @@ def connection_disconnect(request: HttpRequest, code: uuid.UUID) -> HttpResponse
         messages.success(request, f"“{connection.name}” is disconnected: its tokens are forgotten.")
         return redirect("connection_detail", code=connection.code)
     return render(request, "connections/connection_disconnect.html", {"connection": connection})
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 403 page: what was refused, the role it needs, and whom to ask for it."""
+    user = request.user
+    administrators: list[str] = []
+    if user.is_authenticated:
+        administrators = list(
+            get_user_model()
+            .objects.filter(is_superuser=True, is_active=True)
+            .exclude(email="")
+            .order_by("email")
+            .values_list("email", flat=True)[:5]
+        )
+    context = {
+        "message": str(exception) if exception and str(exception) else "",
+        "role": getattr(exception, "role", ""),
+        "current_role": role_of(user) if user.is_authenticated else "",
+        "administrators": administrators,
+    }
+    return render(request, "403.html", context, status=403)
 
 
 @require_GET
