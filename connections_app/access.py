@@ -8,10 +8,15 @@ neither group (an outsider) sees nothing: objects answer 404 so their existence 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.db.models import Model, QuerySet
 from django.http import Http404
+
+from connections_app.models import Connection, OAuthClient, ServiceKey
+
+M = TypeVar("M", bound=Model)
 
 VIEWERS = "Viewers"
 EDITORS = "Editors"
@@ -66,34 +71,28 @@ def require_editor(user: Any) -> None:
         raise RoleRequired(EDITORS, "Only editors can change connections and OAuth 2.0 clients.")
 
 
-def _get(queryset: Any, user: Any, code: uuid.UUID | str, edit: bool) -> Any:
+def _get(queryset: QuerySet[M], user: Any, code: uuid.UUID | str, edit: bool) -> M:
     if not can_view(user):
         raise Http404
     try:
         obj = queryset.get(code=code)
-    except (queryset.model.DoesNotExist, ValueError, TypeError, ValidationError):
+    except (ObjectDoesNotExist, ValueError, TypeError, ValidationError):
         raise Http404 from None
     if edit:
         require_editor(user)
     return obj
 
 
-def get_connection_for_user(user: Any, code: uuid.UUID | str, *, edit: bool = False) -> Any:
-    from connections_app.models import Connection
-
+def get_connection_for_user(user: Any, code: uuid.UUID | str, *, edit: bool = False) -> Connection:
     return _get(Connection.objects.select_related("client"), user, code, edit)
 
 
-def get_client_for_user(user: Any, code: uuid.UUID | str, *, edit: bool = False) -> Any:
-    from connections_app.models import OAuthClient
-
+def get_client_for_user(user: Any, code: uuid.UUID | str, *, edit: bool = False) -> OAuthClient:
     return _get(OAuthClient.objects.all(), user, code, edit)
 
 
-def get_connection_for_service_key(key: Any, code: uuid.UUID | str) -> Any:
+def get_connection_for_service_key(key: ServiceKey, code: uuid.UUID | str) -> Connection:
     """A connection the service key may use; 404 otherwise, so its existence is not revealed."""
-    from connections_app.models import Connection
-
     try:
         return key.usable_connections().select_related("client").get(code=code)
     except (Connection.DoesNotExist, ValueError, TypeError, ValidationError):

@@ -20,8 +20,9 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.text import capfirst
 
-from connections_app.forms import ConnectionRulesForm, banner_field
+from connections_app.forms import ConnectionRulesForm, banner_field, changed_labels
 from connections_app.models import (
+    TOKENS_DISCARDED,
     AuditAction,
     AuditEvent,
     AuthorizationAttempt,
@@ -29,6 +30,7 @@ from connections_app.models import (
     OAuthClient,
     Scope,
     ServiceKey,
+    changes_detail,
     client_id_validator,
     client_secret_validator,
 )
@@ -57,12 +59,6 @@ class AccessibleWidgetsMixin:
             date_box.attrs["aria-label"] = f"{label}: date"
             time_box.attrs["aria-label"] = f"{label}: time"
         return formfield
-
-
-def changed_labels(form: forms.ModelForm) -> str:  # type: ignore[type-arg]
-    """What an edit changed, by field label (never a value), for the audit trail; "" if nothing."""
-    names = [str(form[name].label) for name in form.changed_data]
-    return "Changed: " + ", ".join(names) if names else ""
 
 
 class OAuthClientAdminForm(forms.ModelForm):
@@ -123,22 +119,13 @@ class OAuthClientAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
-        if not change:
-            AuditEvent.record(
-                AuditAction.CLIENT_CREATED,
-                actor=request.user,
-                client=obj,
-                detail=f"{obj.get_environment_display()}, {obj.get_grant_type_display()}",
-            )
-        elif detail := changed_labels(form):
-            AuditEvent.record(
-                AuditAction.CLIENT_CHANGED, actor=request.user, client=obj, detail=detail
-            )
+        if change:
+            obj.record_changed(request.user, changed_labels(form))
+        else:
+            obj.record_created(request.user)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        with transaction.atomic():
-            AuditEvent.record(AuditAction.CLIENT_DELETED, actor=request.user, client=obj)
-            super().delete_model(request, obj)
+        obj.delete_recorded(request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for obj in queryset:
@@ -198,34 +185,17 @@ class ConnectionAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
             return
         # Only the edited columns: the tokens read with this page may have been rotated since.
         discarded = obj.save_settings(form.changed_data)
-        if detail := changed_labels(form):
-            if discarded:
-                detail += "; stored tokens discarded"
-                self.message_user(
-                    request,
-                    "The OAuth 2.0 client or environment changed, so the stored tokens were "
-                    "discarded. The connection needs to be authorized again.",
-                    messages.WARNING,
-                )
-            AuditEvent.record(
-                AuditAction.CONNECTION_CHANGED, actor=request.user, connection=obj, detail=detail
-            )
+        if discarded:
+            self.message_user(request, TOKENS_DISCARDED, messages.WARNING)
+        obj.record_changed(request.user, changed_labels(form), tokens_discarded=discarded)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         if not change:  # after the scopes are saved, so that the event can name them
-            obj = form.instance
-            AuditEvent.record(
-                AuditAction.CONNECTION_CREATED,
-                actor=request.user,
-                connection=obj,
-                detail=f"{obj.get_environment_display()}, scopes: {obj.scope_string()}",
-            )
+            form.instance.record_created(request.user)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        with transaction.atomic():
-            AuditEvent.record(AuditAction.CONNECTION_DELETED, actor=request.user, connection=obj)
-            super().delete_model(request, obj)
+        obj.delete_recorded(request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for obj in queryset:
@@ -316,7 +286,7 @@ class ServiceKeyAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         obj.save(update_fields=self.EDITABLE_FIELDS)
-        if detail := changed_labels(form):
+        if detail := changes_detail(changed_labels(form)):
             AuditEvent.record(
                 AuditAction.SERVICE_KEY_CHANGED, actor=request.user, service_key=obj, detail=detail
             )

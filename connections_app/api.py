@@ -17,7 +17,9 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from connections_app import lifecycle
 from connections_app.access import get_connection_for_service_key
+from connections_app.lifecycle import Actor
 from connections_app.models import AuditAction, AuditEvent, Connection, ServiceKey, TokenUnavailable
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -123,7 +125,7 @@ def connection_token(request: HttpRequest, code: str) -> HttpResponse:
     connection = get_connection_for_service_key(key, code)
     label = f"service key {key.name}"
     try:
-        token = connection.get_access_token(actor_label=label)
+        token = lifecycle.get_access_token(connection, actor=Actor(label=label))
     except TokenUnavailable as exc:
         return error(409, exc.code, exc.reason)
     AuditEvent.record(

@@ -18,7 +18,6 @@ from connections_app.models import (
     Scope,
     client_id_validator,
     client_secret_validator,
-    environment_base_url,
 )
 
 
@@ -31,10 +30,16 @@ def banner_field() -> forms.ChoiceField:
     )
 
 
+def changed_labels(form: forms.BaseForm) -> list[str]:
+    """What an edit changes, by field label (never a value), for the audit trail."""
+    return [str(form[name].label) for name in form.changed_data]
+
+
 def environment_choices() -> list[tuple[str, str]]:
     """Each environment with its base URL, read from settings at form time."""
     return [
-        (value, f"{label} ({environment_base_url(value)})") for value, label in Environment.choices
+        (environment.value, f"{environment.label} ({environment.base_url})")
+        for environment in Environment
     ]
 
 
@@ -81,10 +86,6 @@ class OAuthClientForm(forms.ModelForm):
             secret.help_text = (
                 f"Leave blank to keep the stored secret ({self.instance.secret_display})."
             )
-
-    def changed_field_labels(self) -> list[str]:
-        """Names (never values) of what this edit changes, for the audit trail."""
-        return [str(self.fields[name].label) for name in self.changed_data]
 
     def save(self, commit: bool = True) -> OAuthClient:
         client: OAuthClient = super().save(commit=False)

@@ -21,16 +21,17 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from requests.auth import HTTPBasicAuth
 
+from connections_app.environments import Environment, url_allowed
+
 logger = logging.getLogger(__name__)
 
-ENVIRONMENT_LABELS = {"production": "Production", "certification": "Certification"}
 TRANSIENT_KINDS = frozenset({"network", "timeout", "server", "garbage", "rate_limited"})
 
 # Token requests: who is calling, for messages that fit the situation.
@@ -238,7 +239,7 @@ def _expires_in(value: Any) -> int | None:
 
 
 def _token_error(environment: str, status: int, body: dict[str, Any], grant: str) -> KrogerError:
-    env = ENVIRONMENT_LABELS.get(environment, environment)
+    env = Environment.label_of(environment)
     error = str(body.get("error") or "")
     description = _short(str(body.get("error_description") or ""))
     said = f" Kroger said: {description}" if description else ""
@@ -326,7 +327,7 @@ def get_products(*, environment: str, access_token: str, term: str = "milk") -> 
 def _api_get(
     environment: str, path: str, access_token: str, params: dict[str, str]
 ) -> dict[str, Any]:
-    env = ENVIRONMENT_LABELS.get(environment, environment)
+    env = Environment.label_of(environment)
     response = _send(
         environment,
         "GET",
@@ -377,17 +378,16 @@ def _api_reason(body: dict[str, Any]) -> Any:
 
 def _base_url(environment: str) -> str:
     """The configured base URL, ending in '/'; always https (settings refuse anything else)."""
-    try:
-        url = str(settings.KROGER_BASE_URLS[environment])
-    except KeyError:
-        raise KrogerError("error", f"Unknown Kroger environment {environment!r}.") from None
-    if urlsplit(url).scheme != "https":
+    if environment not in Environment.values:
+        raise KrogerError("error", f"Unknown Kroger environment {environment!r}.")
+    url = Environment(environment).base_url
+    if not url_allowed(url, loopback_http=False):
         raise KrogerError(
             "error",
             f"The Kroger address for {environment} must use https://. Check "
             "KROGER_PRODUCTION_URL / KROGER_CERTIFICATION_URL.",
         )
-    return url if url.endswith("/") else url + "/"
+    return url
 
 
 # Every local here can carry a secret (the request's auth, form and headers), and so can
@@ -396,7 +396,7 @@ def _base_url(environment: str) -> str:
 def _send(
     environment: str, method: str, url: str, *, grant: str, **kwargs: Any
 ) -> requests.Response:
-    env = ENVIRONMENT_LABELS.get(environment, environment)
+    env = Environment.label_of(environment)
     try:
         response = requests.request(
             method,
@@ -457,7 +457,7 @@ def _json_body(environment: str, response: requests.Response, grant: str) -> dic
 
 
 def _garbage(environment: str, status: int, grant: str, what: str) -> KrogerError:
-    env = ENVIRONMENT_LABELS.get(environment, environment)
+    env = Environment.label_of(environment)
     return KrogerError(
         "garbage",
         f"Kroger ({env}) sent {what} (HTTP {status}). Check that the configured Kroger address "

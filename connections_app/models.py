@@ -15,41 +15,29 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import DatabaseError, OperationalError, connections, models, transaction
-from django.db.models import Q, QuerySet
-from django.db.models.functions import Coalesce
+from django.db import models, transaction
 from django.utils import timezone
-from django.views.decorators.debug import sensitive_variables
 
-from connections_app import kroger, notifications
 from connections_app.crypto import fingerprint
+from connections_app.environments import Environment
 from connections_app.fields import EncryptedTextField
 
-# RFC 6749 scope-token: printable ASCII except space, double quote and backslash.
 logger = logging.getLogger(__name__)
 
+# RFC 6749 scope-token: printable ASCII except space, double quote and backslash.
 scope_name_validator = RegexValidator(
     r"^[\x21\x23-\x5B\x5D-\x7E]+$",
     "A scope name is one word of printable characters, such as product.compact.",
 )
 
 
-class Environment(models.TextChoices):
-    PRODUCTION = "production", "Production"
-    CERTIFICATION = "certification", "Certification"
-
-    @property
-    def base_url(self) -> str:
-        return str(settings.KROGER_BASE_URLS[self.value])
-
-
-def environment_base_url(environment: str) -> str:
-    return str(settings.KROGER_BASE_URLS[environment])
+__all__ = ["Environment"]  # re-exported: the choices of every environment field
 
 
 class GrantType(models.TextChoices):
@@ -155,7 +143,7 @@ class OAuthClient(models.Model):
 
     @property
     def base_url(self) -> str:
-        return environment_base_url(self.environment)
+        return Environment(self.environment).base_url
 
     @property
     def secret_display(self) -> str:
@@ -166,6 +154,26 @@ class OAuthClient(models.Model):
 
     def allows_scope(self, scope: Scope) -> bool:
         return scope.usable_with(self.grant_type)
+
+    # The audit trail of what people do to a client, wherever they do it (pages or admin).
+    def record_created(self, actor: Any) -> None:
+        AuditEvent.record(
+            AuditAction.CLIENT_CREATED,
+            actor=actor,
+            client=self,
+            detail=f"{self.get_environment_display()}, {self.get_grant_type_display()}",
+        )
+
+    def record_changed(self, actor: Any, labels: Iterable[str]) -> None:
+        """Record an edit by the labels of the fields it changed (never their values)."""
+        if detail := changes_detail(labels):
+            AuditEvent.record(AuditAction.CLIENT_CHANGED, actor=actor, client=self, detail=detail)
+
+    def delete_recorded(self, actor: Any) -> None:
+        """Delete, with its audit event; raises ProtectedError while a connection uses it."""
+        with transaction.atomic():
+            AuditEvent.record(AuditAction.CLIENT_DELETED, actor=actor, client=self)
+            self.delete()
 
     def clean(self) -> None:
         """A client in use keeps its environment and grant type: its connections' environment,
@@ -200,6 +208,19 @@ class OAuthClient(models.Model):
         )
 
 
+def changes_detail(labels: Iterable[str]) -> str:
+    """An audit detail naming what an edit changed, by field label; "" when nothing did."""
+    names = list(labels)
+    return "Changed: " + ", ".join(names) if names else ""
+
+
+# What people are told, on the pages and in the admin, when an edit forgets the tokens.
+TOKENS_DISCARDED = (
+    "The OAuth 2.0 client or environment changed, so the tokens issued for the old one were "
+    "discarded. Authorize the connection again."
+)
+
+
 class ConnectionStatus(models.TextChoices):
     NOT_AUTHORIZED = "not_authorized", "Not authorized"
     ONLINE = "online", "Online"
@@ -231,15 +252,23 @@ NEEDS_REAUTHORIZATION = "Needs reauthorization"
 KROGER_UNREACHABLE = "Kroger unreachable"
 
 
+class Notice(Enum):
+    """Whom a token change must tell: people are told of a failure once, then of recovery."""
+
+    NONE = ""
+    FAILURE = "failure"
+    RECOVERY = "recovery"
+
+
 @dataclass
-class RefreshOutcome:
-    """What one locked refresh did: for its caller, the worker's log line and the emails."""
+class Outcome:
+    """What one locked token change did: for its caller, the worker's log line and e-mail."""
 
     summary: str  # one line for logs and people; never a secret
     token: AccessToken | None = None  # a still-usable token, even after a failed refresh
     error: TokenUnavailable | None = None
-    notify: str = ""  # "failure", "recovery" or ""
-    notify_detail: str = ""
+    notice: Notice = Notice.NONE
+    notice_detail: str = ""  # what happened, for the failure notice; never a secret
 
 
 @dataclass(frozen=True)
@@ -249,11 +278,6 @@ class ConnectionTest:
     ok: bool
     endpoint: str
     message: str
-
-
-def refresh_backoff(failures: int) -> timedelta:
-    """How long to wait before the next refresh after ``failures`` failures in a row."""
-    return min(timedelta(minutes=1) * 2 ** max(failures - 1, 0), timedelta(minutes=30))
 
 
 class Connection(models.Model):
@@ -308,15 +332,19 @@ class Connection(models.Model):
 
     @property
     def base_url(self) -> str:
-        return environment_base_url(self.environment)
+        return Environment(self.environment).base_url
 
     @property
     def grant_type(self) -> str:
         return self.client.grant_type
 
+    def scope_names(self) -> list[str]:
+        """The scopes requested, sorted."""
+        return sorted(scope.name for scope in self.scopes.all())
+
     def scope_string(self) -> str:
         """The scopes requested, space-delimited (RFC 6749 section 3.3)."""
-        return " ".join(sorted(scope.name for scope in self.scopes.all()))
+        return " ".join(self.scope_names())
 
     @property
     def banner_display(self) -> str:
@@ -362,30 +390,6 @@ class Connection(models.Model):
     # How long a handed-out token must stay valid; below this it is refreshed first.
     TOKEN_SAFETY_MARGIN = timedelta(minutes=2)
 
-    def get_access_token(self, *, actor_label: str = "") -> AccessToken:
-        """A usable access token: the stored one while the connection is Online and the token
-        is valid for more than ``refresh_margin()``, otherwise a refreshed one (refresh grant,
-        or a new client-credentials token), obtained under a row lock so concurrent callers
-        cause a single call to Kroger.
-
-        Raises TokenUnavailable (codes: ``not_authorized``, ``needs_reauthorization``,
-        ``kroger_unavailable``) when none can be had.
-        """
-        if self.status == ConnectionStatus.NOT_AUTHORIZED or not self.access_token:
-            raise TokenUnavailable("not_authorized", "This connection has not been authorized.")
-        if self.needs_reauthorization:
-            raise self._needs_reauthorization_error()
-        # Only an Online connection's token is handed out as is: Offline means the portal
-        # knows it is expired or refused, and the locked path refreshes it or says why not.
-        if (
-            self.status == ConnectionStatus.ONLINE
-            and self.token_valid_for() > self.refresh_margin()
-        ):
-            token = self.current_token()
-            assert token is not None
-            return token
-        return self.refresh(actor_label=actor_label)
-
     def refresh_margin(self) -> timedelta:
         """How long the stored token must still be valid to be handed out without a refresh:
         the safety margin, or half the token's lifetime when Kroger issues tokens that short
@@ -394,13 +398,6 @@ class Connection(models.Model):
         if obtained is None or self.token_expires_at is None:
             return self.TOKEN_SAFETY_MARGIN
         return min(self.TOKEN_SAFETY_MARGIN, (self.token_expires_at - obtained) / 2)
-
-    def _needs_reauthorization_error(self) -> TokenUnavailable:
-        return TokenUnavailable(
-            "needs_reauthorization",
-            f"{NEEDS_REAUTHORIZATION}: Kroger no longer accepts this connection's refresh "
-            "token. Authorize it again.",
-        )
 
     @property
     def needs_reauthorization(self) -> bool:
@@ -424,471 +421,12 @@ class Connection(models.Model):
             scope=self.granted_scopes or self.scope_string(),
         )
 
-    def refresh(self, force: bool = False, actor: Any = None, actor_label: str = "") -> AccessToken:
-        """Get a new access token under the row lock, unless another caller just did.
-
-        Without ``force`` (the path of ``get_access_token``) an Online connection's token still
-        valid for more than ``refresh_margin()`` is returned as is, and Kroger is not called
-        while a failed refresh is backing off. With ``force`` ("Refresh token" on the
-        connection page) Kroger is called unless another caller refreshed while this one
-        waited for the lock.
-        Raises TokenUnavailable when no usable token can be had (or, with ``force``, when the
-        refresh failed).
-        """
-        started = timezone.now()
-        locked = Connection.objects.filter(pk=self.pk).select_for_update(of=("self",))
-        try:
-            claimed = self._refresh_claimed(
-                locked, force=force, since=started, actor=actor, actor_label=actor_label
-            )
-        except OperationalError:
-            # The lock wait ran out (PostgreSQL lock_timeout; SQLite's busy timeout).
-            logger.warning("Refresh of connection %s: gave up waiting for the lock", self.code)
-            raise TokenUnavailable(
-                "kroger_unavailable",
-                "Another refresh of this connection is still waiting for Kroger. Try again "
-                "in a minute.",
-            ) from None
-        assert claimed is not None  # a blocking lock always gets the row
-        fresh, outcome = claimed
-        for model_field in self._meta.concrete_fields:  # this instance now shows the new state
-            self.__dict__[model_field.attname] = fresh.__dict__[model_field.attname]
-        if outcome.token is not None and not (force and outcome.error):
-            return outcome.token
-        assert outcome.error is not None
-        raise outcome.error
-
-    @classmethod
-    def due_for_refresh(
-        cls,
-        *,
-        now: datetime | None = None,
-        window: timedelta = timedelta(minutes=5),
-        max_age: timedelta = timedelta(hours=24),
-    ) -> QuerySet[Connection]:
-        """Connections the worker should refresh now: the token expires within ``window``, or
-        an authorization-code grant was last renewed over ``max_age`` ago (so that idle ones
-        never reach Kroger's six-month limit on refresh tokens). Skips those waiting for a
-        person (not authorized, needs reauthorization) and those backing off after a failure.
-        """
-        now = now or timezone.now()
-        expiring = Q(token_expires_at__isnull=True) | Q(token_expires_at__lte=now + window)
-        stale_grant = Q(
-            client__grant_type=GrantType.AUTHORIZATION_CODE, renewed_at__lt=now - max_age
-        )
-        return (
-            cls.objects.alias(
-                renewed_at=Coalesce("last_refreshed_at", "authorized_at", "created_at")
-            )
-            .exclude(status=ConnectionStatus.NOT_AUTHORIZED)
-            .exclude(access_token="")
-            .exclude(status=ConnectionStatus.OFFLINE, status_reason=NEEDS_REAUTHORIZATION)
-            .filter(Q(next_refresh_at__isnull=True) | Q(next_refresh_at__lte=now))
-            .filter(expiring | stale_grant)
-        )
-
-    @classmethod
-    def expired_while_backing_off(cls, *, now: datetime | None = None) -> QuerySet[Connection]:
-        """Online connections whose token has expired while a failed refresh backs off: no
-        caller may have asked for a token since, so the worker looks for them (see
-        ``offline_if_expired``)."""
-        now = now or timezone.now()
-        return cls.objects.filter(
-            status=ConnectionStatus.ONLINE,
-            token_expires_at__lte=now,
-            next_refresh_at__gt=now,
-        ).exclude(access_token="")
-
-    @classmethod
-    def offline_if_expired(
-        cls, pk: int, *, actor_label: str = "worker"
-    ) -> tuple[Connection, RefreshOutcome] | None:
-        """The worker's cheap pass: ask for the token of a connection that expired while
-        backing off, exactly as a caller of ``get_access_token`` would. Backing off, that
-        makes no call to Kroger; it only marks the connection Offline and tells people once.
-        The backoff is kept: the refresh still waits for ``next_refresh_at``."""
-        claim = (
-            cls.expired_while_backing_off()
-            .filter(pk=pk)
-            .select_for_update(skip_locked=True, of=("self",))
-        )
-        return cls._refresh_claimed(
-            claim, force=False, since=None, actor=None, actor_label=actor_label
-        )
-
-    @classmethod
-    def refresh_if_due(
-        cls, pk: int, *, window: timedelta = timedelta(minutes=5), actor_label: str = "worker"
-    ) -> tuple[Connection, RefreshOutcome] | None:
-        """The worker's refresh of one connection: claimed with SKIP LOCKED (PostgreSQL), so
-        that when several workers run, whoever holds the row does the work and the others move
-        on; re-checked for being due under the lock, so a connection just refreshed by another
-        worker is left alone. None when the connection was skipped.
-        """
-        now = timezone.now()
-        claim = (
-            cls.due_for_refresh(now=now, window=window)
-            .filter(pk=pk)
-            .select_for_update(skip_locked=True, of=("self",))
-        )
-        return cls._refresh_claimed(
-            claim, force=True, since=None, actor=None, actor_label=actor_label
-        )
-
-    @classmethod
-    def _refresh_claimed(
-        cls,
-        claim: QuerySet[Connection],
-        *,
-        force: bool,
-        since: datetime | None,
-        actor: Any,
-        actor_label: str,
-    ) -> tuple[Connection, RefreshOutcome] | None:
-        """Lock the row ``claim`` selects, refresh it in the same transaction, then email.
-
-        PostgreSQL: SELECT ... FOR UPDATE makes every other caller wait here until this
-        transaction commits, and the row they then read holds the token obtained here.
-        SQLite ignores FOR UPDATE; the settings open every transaction with BEGIN IMMEDIATE,
-        so the database write lock is already held when this read runs, with the same effect.
-
-        The HTTP call to Kroger happens while the transaction (and the lock) is open. That is
-        the accepted trade-off: it is what makes concurrent callers cause exactly one token
-        request, and a rotated refresh token is never lost between the call and the save. The
-        call is bounded by KROGER_TIMEOUT_SECONDS; waiters give up after twice that, rather
-        than hang behind a holder that is stuck.
-        """
-        with transaction.atomic():
-            db = connections[claim.db]
-            if db.vendor == "postgresql":
-                with db.cursor() as cursor:  # for this transaction only
-                    wait = f"{2 * int(settings.KROGER_TIMEOUT_SECONDS)}s"
-                    cursor.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
-            connection = claim.select_related("client").first()
-            if connection is None:
-                return None
-            outcome = connection._refresh_locked(
-                force=force, since=since, actor=actor, actor_label=actor_label
-            )
-        connection._notify(outcome)
-        return connection, outcome
-
-    def _refresh_locked(
-        self, *, force: bool, since: datetime | None, actor: Any, actor_label: str
-    ) -> RefreshOutcome:
-        now = timezone.now()
-        if self.status == ConnectionStatus.NOT_AUTHORIZED or not self.access_token:
-            error = TokenUnavailable("not_authorized", "This connection has not been authorized.")
-            return RefreshOutcome("not authorized", error=error)
-        refreshed_meanwhile = (
-            since is not None
-            and self.last_refreshed_at is not None
-            and self.last_refreshed_at >= since
-        )
-        if self.needs_reauthorization:
-            error = self._needs_reauthorization_error()
-            return RefreshOutcome("needs reauthorization", error=error)
-        usable = self.usable_token(now)
-        fresh_enough = usable is not None and self.token_valid_for(now) > self.refresh_margin()
-        if (not force and fresh_enough) or (force and refreshed_meanwhile):
-            return RefreshOutcome("refreshed by another caller", token=usable)
-        if not force and self.next_refresh_at is not None and self.next_refresh_at > now:
-            # Backing off: every caller in the meantime would otherwise wait for its own
-            # timeout, one after another, behind the lock.
-            notify = self._note_expired(now)
-            reason = self.status_reason or f"{KROGER_UNREACHABLE}: the last refresh failed."
-            error = TokenUnavailable(
-                "kroger_unavailable", f"{reason} Next try at {self.next_refresh_at:%H:%M:%S} UTC."
-            )
-            return RefreshOutcome(
-                "backing off" + (", token expired: offline" if notify else ""),
-                token=self.usable_token(now),
-                error=error,
-                notify=notify,
-                notify_detail=self.status_reason,
-            )
-        try:
-            response = self._request_token()
-        except kroger.KrogerError as exc:
-            return self._refresh_failed(exc, now=now, actor=actor, actor_label=actor_label)
-        return self._refresh_succeeded(response, now=now, actor=actor, actor_label=actor_label)
-
-    def _note_expired(self, now: datetime) -> str:
-        """While a failed refresh backs off (up to 30 minutes), the token it could not renew
-        may expire: the connection is then Offline, and people are told once, as when a
-        refresh fails with no token left. Returns "failure" when they are to be told."""
-        if self.status != ConnectionStatus.ONLINE or self.token_valid_for(now) > timedelta(0):
-            return ""
-        told_already = self.failure_notified
-        self._set_state(
-            status=ConnectionStatus.OFFLINE,
-            status_reason=f"{KROGER_UNREACHABLE}: the last refresh failed and the access token "
-            "has expired; the portal will try again.",
-            failure_notified=True,
-        )
-        logger.warning("Connection %s: token expired while backing off, now offline", self.code)
-        return "" if told_already else "failure"
-
-    @sensitive_variables()  # its locals and the frames below it hold the client secret
-    def _request_token(self) -> kroger.TokenResponse:
-        client = self.client
-        if client.grant_type == GrantType.CLIENT_CREDENTIALS:
-            return kroger.client_credentials(
-                environment=self.environment,
-                client_id=client.client_id,
-                client_secret=client.client_secret,
-                scopes=sorted(scope.name for scope in self.scopes.all()),
-            )
-        if not self.refresh_token:
-            raise kroger.KrogerError(
-                "invalid_grant",
-                "No refresh token is stored for this connection. Authorize it again.",
-                grant=kroger.REFRESH,
-            )
-        return kroger.refresh_token(
-            environment=self.environment,
-            client_id=client.client_id,
-            client_secret=client.client_secret,
-            refresh_token=self.refresh_token,
-        )
-
-    def _refresh_succeeded(
-        self, response: kroger.TokenResponse, *, now: datetime, actor: Any, actor_label: str
-    ) -> RefreshOutcome:
-        recovered = self.failure_notified
-        rotated = bool(response.refresh_token)
-        try:
-            # A savepoint: if the save fails, the transaction stays usable to record that.
-            with transaction.atomic():
-                # When the answer came: a forced refresh that waited for this one uses it.
-                self.last_refreshed_at = timezone.now()
-                self.failure_notified = False
-                self.store_tokens(
-                    access_token=response.access_token,
-                    expires_in=response.expires_in,
-                    refresh_token=response.refresh_token,
-                    granted_scopes=response.scope,
-                    now=now,
-                )
-                AuditEvent.record(
-                    AuditAction.REFRESHED,
-                    actor=actor,
-                    actor_label=actor_label,
-                    connection=self,
-                    detail=f"New access token valid for {response.expires_in // 60} minutes"
-                    + ("; the refresh token was rotated" if rotated else ""),
-                )
-        except DatabaseError as exc:
-            return self._save_failed(exc, rotated=rotated, actor=actor, actor_label=actor_label)
-        assert self.token_expires_at is not None
-        return RefreshOutcome(
-            f"refreshed, valid until {self.token_expires_at:%H:%M:%S} UTC",
-            token=self.current_token(),
-            notify="recovery" if recovered else "",
-        )
-
-    def _save_failed(
-        self, exc: DatabaseError, *, rotated: bool, actor: Any, actor_label: str
-    ) -> RefreshOutcome:
-        # Only the exception's class: database messages can quote the values being written.
-        logger.error(
-            "Could not save the token Kroger issued for connection %s: %s",
-            self.code,
-            type(exc).__name__,
-        )
-        self.refresh_from_db()  # drop the unsaved values; the row still holds the old ones
-        if rotated and self.grant_type == GrantType.AUTHORIZATION_CODE:
-            # Kroger has already invalidated the stored refresh token: retrying cannot work.
-            error = kroger.KrogerError(
-                "invalid_grant",
-                "Kroger issued a new refresh token but the portal could not save it, so the "
-                "stored one no longer works. Authorize the connection again.",
-                grant=kroger.REFRESH,
-            )
-        else:
-            error = kroger.KrogerError(
-                "server", "The portal could not save the new access token.", grant=kroger.REFRESH
-            )
-        return self._refresh_failed(error, now=timezone.now(), actor=actor, actor_label=actor_label)
-
-    def _refresh_failed(
-        self, exc: kroger.KrogerError, *, now: datetime, actor: Any, actor_label: str
-    ) -> RefreshOutcome:
-        """Record a failed refresh. Stored tokens are kept: a failure never wipes them."""
-        failures = self.refresh_failures + 1
-        status_before = self.status
-        http = f" (HTTP {exc.status})" if exc.status else ""
-        why = f"{exc.kind}{http}: {exc.message}"
-        if exc.grant_dead:
-            # Dead grant: only a person can fix it, so the worker stops trying.
-            self._set_state(
-                status=ConnectionStatus.OFFLINE,
-                status_reason=NEEDS_REAUTHORIZATION,
-                refresh_failures=failures,
-                next_refresh_at=None,
-                failure_notified=True,
-            )
-            code, notify = "needs_reauthorization", "failure"
-        else:
-            retry_at = now + refresh_backoff(failures)
-            prefix = KROGER_UNREACHABLE if exc.transient else "Kroger refused the refresh"
-            fields: dict[str, Any] = {"refresh_failures": failures, "next_refresh_at": retry_at}
-            notify = ""
-            if self.usable_token(now) is None:
-                # Nothing usable left (expired, or Offline: refused by Kroger): say so, and
-                # tell people once.
-                fields["status"] = ConnectionStatus.OFFLINE
-                fields["status_reason"] = f"{prefix}: {exc.message}"[:255]
-                if not self.failure_notified:
-                    fields["failure_notified"] = True
-                    notify = "failure"
-            self._set_state(**fields)
-            why += f" Next try at {retry_at:%H:%M:%S} UTC."
-            code = "kroger_unavailable"
-        AuditEvent.record(
-            AuditAction.REFRESH_FAILED,
-            actor=actor,
-            actor_label=actor_label,
-            connection=self,
-            detail=why,
-        )
-        logger.warning(
-            "Refresh of connection %s failed: kind=%s status=%s (was %s, now %s)",
-            self.code,
-            exc.kind,
-            exc.status,
-            status_before,
-            self.status,
-        )
-        reason = f"{NEEDS_REAUTHORIZATION}: {exc.message}" if exc.grant_dead else exc.message
-        return RefreshOutcome(
-            f"refresh failed ({exc.kind}{http}), {self.get_status_display().lower()}",
-            token=self.usable_token(now),
-            error=TokenUnavailable(code, reason),
-            notify=notify,
-            notify_detail=exc.message,
-        )
-
-    def _set_state(self, **fields: Any) -> None:
+    def set_state(self, **fields: Any) -> None:
         """Change status fields without a full save (no secret is written, none can be lost)."""
         fields["updated_at"] = timezone.now()
         Connection.objects.filter(pk=self.pk).update(**fields)
         for name, value in fields.items():
             setattr(self, name, value)
-
-    def _notify(self, outcome: RefreshOutcome) -> None:
-        if outcome.notify == "failure":
-            notifications.send_failure(self, outcome.notify_detail)
-        elif outcome.notify == "recovery":
-            notifications.send_recovery(self)
-
-    def test_endpoint(self) -> str:
-        """The one API call "Test connection" makes, chosen from the scopes and environment."""
-        scopes = set(self.granted_scopes.split()) or {scope.name for scope in self.scopes.all()}
-        if (
-            self.grant_type == GrantType.AUTHORIZATION_CODE
-            and "profile.compact" in scopes
-            and self.environment == Environment.PRODUCTION
-        ):
-            return "identity/profile"
-        if self.grant_type == GrantType.CLIENT_CREDENTIALS or "product.compact" not in scopes:
-            return "locations"
-        return "products"
-
-    def test_connection(self, *, actor: Any = None, actor_label: str = "") -> ConnectionTest:
-        """One real API call with the connection's token; updates the status to match.
-
-        Kroger forbids storing the shopper's profile ID: it is neither kept nor shown.
-        """
-        endpoint = self.test_endpoint()
-        try:
-            token = self.get_access_token(actor_label=actor_label or "connection test")
-            result = self._call_test_endpoint(endpoint, token.access_token)
-        except TokenUnavailable as exc:
-            result = ConnectionTest(False, endpoint, exc.reason)
-        except kroger.KrogerError as exc:
-            result = ConnectionTest(False, endpoint, exc.message)
-            if not exc.transient and not self.needs_reauthorization:
-                self._set_state(
-                    status=ConnectionStatus.OFFLINE,
-                    status_reason=f"Test failed: {exc.message}"[:255],
-                )
-        else:
-            if self.status == ConnectionStatus.OFFLINE and not self.needs_reauthorization:
-                self._set_state(status=ConnectionStatus.ONLINE, status_reason="")
-        AuditEvent.record(
-            AuditAction.TESTED,
-            actor=actor,
-            actor_label=actor_label,
-            connection=self,
-            detail=f"{endpoint}: {'ok' if result.ok else 'failed'}. {result.message}",
-        )
-        return result
-
-    def _call_test_endpoint(self, endpoint: str, access_token: str) -> ConnectionTest:
-        if endpoint == "identity/profile":
-            kroger.get_profile(environment=self.environment, access_token=access_token)
-            return ConnectionTest(
-                True, endpoint, "Kroger answered: the token belongs to a shopper."
-            )
-        if endpoint == "locations":
-            body = kroger.get_locations(environment=self.environment, access_token=access_token)
-            count = len(body.get("data") or [])
-            return ConnectionTest(True, endpoint, f"Kroger answered: {count} stores near 45202.")
-        body = kroger.get_products(environment=self.environment, access_token=access_token)
-        count = len(body.get("data") or [])
-        return ConnectionTest(True, endpoint, f"Kroger answered: {count} products for “milk”.")
-
-    def disconnect(self, *, actor: Any = None, actor_label: str = "") -> None:
-        """Forget the stored tokens. Kroger has no revocation endpoint: the grant stays valid
-        at Kroger until it expires or the shopper removes it. Under the row lock, so that a
-        refresh in flight cannot store a token after this."""
-        with transaction.atomic():
-            locked = Connection.objects.select_for_update(of=("self",)).get(pk=self.pk)
-            locked.forget_tokens()
-            AuditEvent.record(
-                AuditAction.DISCONNECTED,
-                actor=actor,
-                actor_label=actor_label,
-                connection=locked,
-                detail="Stored tokens forgotten (Kroger has no revocation endpoint).",
-            )
-        self.refresh_from_db()
-
-    def authorize_with(self, response: kroger.TokenResponse, *, actor: Any = None) -> None:
-        """Keep the tokens of a new consent (or a first client-credentials token).
-
-        Under the row lock, so that a refresh in flight cannot overwrite them afterwards.
-        Kroger need not return ``scope``: then the scopes requested are the ones granted.
-        People who were told of a failure are told now that it works again.
-        """
-        with transaction.atomic():
-            locked = Connection.objects.select_for_update(of=("self",)).get(pk=self.pk)
-            now = timezone.now()
-            recovered = locked.failure_notified
-            locked.failure_notified = False
-            locked.authorized_at = now
-            locked.store_tokens(
-                access_token=response.access_token,
-                expires_in=response.expires_in,
-                refresh_token=response.refresh_token,
-                granted_scopes=self.scope_string() if response.scope is None else response.scope,
-                now=now,
-            )
-            AuditEvent.record(
-                AuditAction.AUTHORIZED,
-                actor=actor,
-                connection=locked,
-                detail=f"{locked.get_environment_display()}, scopes granted: "
-                f"{locked.granted_scopes or 'none'}",
-            )
-        if recovered:
-            notifications.send_recovery(locked)
-        self.refresh_from_db()
-
-    def status_display(self) -> str:
-        label = self.get_status_display()
-        return f"{label}: {self.status_reason}" if self.status_reason else label
 
     def store_tokens(
         self,
@@ -919,11 +457,6 @@ class Connection(models.Model):
         self.next_refresh_at = None
         self.save()
 
-    def mark_offline(self, reason: str) -> None:
-        self.status = ConnectionStatus.OFFLINE
-        self.status_reason = reason[:255]
-        self.save(update_fields=["status", "status_reason", "updated_at"])
-
     def forget_tokens(self) -> None:
         self.access_token = ""
         self.refresh_token = ""
@@ -935,6 +468,32 @@ class Connection(models.Model):
         self.next_refresh_at = None
         self.failure_notified = False
         self.save(update_fields=[*self.TOKEN_STATE_FIELDS, "updated_at"])
+
+    # The audit trail of what people do to a connection, wherever they do it.
+    def record_created(self, actor: Any) -> None:
+        """Record the new connection; after its scopes are saved, so that it can name them."""
+        AuditEvent.record(
+            AuditAction.CONNECTION_CREATED,
+            actor=actor,
+            connection=self,
+            detail=f"{self.get_environment_display()}, scopes: {self.scope_string()}",
+        )
+
+    def record_changed(
+        self, actor: Any, labels: Iterable[str], *, tokens_discarded: bool = False
+    ) -> None:
+        """Record an edit by the labels of the fields it changed (never their values)."""
+        if detail := changes_detail(labels):
+            if tokens_discarded:
+                detail += "; stored tokens discarded"
+            AuditEvent.record(
+                AuditAction.CONNECTION_CHANGED, actor=actor, connection=self, detail=detail
+            )
+
+    def delete_recorded(self, actor: Any) -> None:
+        with transaction.atomic():
+            AuditEvent.record(AuditAction.CONNECTION_DELETED, actor=actor, connection=self)
+            self.delete()
 
     # What the token operations own; an edit of the settings never writes these.
     TOKEN_STATE_FIELDS = (
@@ -1006,79 +565,6 @@ class AuthorizationAttempt(models.Model):
 
     # Attempts are kept a day so that a late or replayed callback is told what happened.
     RETENTION = timedelta(days=1)
-
-    @classmethod
-    def begin(
-        cls, *, connection: Connection, user: Any, redirect_uri: str
-    ) -> tuple[AuthorizationAttempt, str]:
-        """Record a new trip to the consent page; returns the attempt and its ``state``.
-
-        Only the state's SHA-256 is stored; the PKCE verifier is stored encrypted.
-        """
-        now = timezone.now()
-        cls.objects.filter(created_at__lt=now - cls.RETENTION).delete()
-        state = kroger.new_state()
-        attempt = cls.objects.create(
-            state_hash=cls.hash_state(state),
-            connection=connection,
-            user=user,
-            environment=connection.environment,
-            code_verifier=kroger.new_code_verifier(),
-            redirect_uri=redirect_uri,
-            created_at=now,
-        )
-        return attempt, state
-
-    @classmethod
-    def claim(cls, state: str, user: Any) -> AuthorizationAttempt:
-        """The attempt ``state`` belongs to, marked used so it can never be replayed.
-
-        Raises AuthorizationRefused unless the state exists, is unused, is younger than
-        LIFETIME and was started by ``user``.
-        """
-        with transaction.atomic():
-            attempt = (
-                cls.objects.select_for_update(of=("self",))
-                .select_related("connection", "connection__client")
-                .filter(state_hash=cls.hash_state(state))
-                .first()
-            )
-            if attempt is None:
-                raise AuthorizationRefused(
-                    400,
-                    "This authorization result does not match any authorization started here. "
-                    "Start the authorization again from the connection page.",
-                )
-            if attempt.user_id != getattr(user, "pk", None):
-                raise AuthorizationRefused(
-                    403,
-                    "This authorization was started by someone else. Each person completes "
-                    "their own authorization: start it again from the connection page.",
-                )
-            if attempt.used_at is not None:
-                raise AuthorizationRefused(
-                    400,
-                    "This authorization result was already used. Start the authorization again "
-                    "from the connection page.",
-                )
-            if attempt.is_expired():
-                raise AuthorizationRefused(
-                    400,
-                    "This authorization took longer than 10 minutes and has expired. Start it "
-                    "again from the connection page.",
-                )
-            attempt.used_at = timezone.now()
-            attempt.save(update_fields=["used_at"])
-        return attempt
-
-
-class AuthorizationRefused(Exception):
-    """A callback that must not reach Kroger; ``status`` is 400 or 403, ``message`` for people."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class AuditAction(models.TextChoices):

@@ -2,23 +2,30 @@
 
 A connection that needs someone (its refresh token is dead, or Kroger has been unreachable
 for longer than its access token lasted) tells them once, with a link to the connection page;
-when it works again, the same people are told of the recovery.
+when it works again, the same people are told of the recovery. ``announce`` is the one place
+where what a token change did (its ``Outcome``) becomes a message.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.urls import reverse
 
-if TYPE_CHECKING:
-    from connections_app.models import Connection
+from connections_app.models import Connection, Notice, Outcome
 
 logger = logging.getLogger(__name__)
+
+
+def announce(connection: Connection, outcome: Outcome) -> None:
+    """Tell people what ``outcome`` asks them to be told, once its change is committed."""
+    if outcome.notice is Notice.FAILURE:
+        send_failure(connection, outcome.notice_detail)
+    elif outcome.notice is Notice.RECOVERY:
+        send_recovery(connection)
 
 
 def recipients(connection: Connection) -> list[str]:

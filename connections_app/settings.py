@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
 from connections_app.crypto import KeyConfigError, parse_keys
+from connections_app.environments import url_allowed
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -74,16 +75,10 @@ def env_secret(name: str) -> str:
 def env_url(name: str, default: str, *, loopback_http: bool = False) -> str:
     """An https:// URL; with ``loopback_http``, plain http:// is also fine for a loopback host."""
     value = env_str(name, default)
-    parts = urlsplit(value)
-    allowed = {"https"} | ({"http"} if loopback_http and _is_loopback(parts.hostname) else set())
-    if not parts.hostname or parts.scheme not in allowed:
+    if not url_allowed(value, loopback_http=loopback_http):
         hint = "https:// (http:// only for a loopback host)" if loopback_http else "https://"
         raise ConfigError(f"{name}={value!r} is not a usable URL: use {hint}")
     return value
-
-
-def _is_loopback(host: str | None) -> bool:
-    return host in {"localhost", "::1"} or bool(host and host.startswith("127."))
 
 
 DEBUG = env_bool("DEBUG", False)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import uuid
 from typing import Any
 
@@ -21,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from connections_app import kroger
+from connections_app import consent, lifecycle
 from connections_app.access import (
     can_edit,
     get_client_for_user,
@@ -30,19 +29,9 @@ from connections_app.access import (
     require_viewer,
     role_of,
 )
-from connections_app.forms import ConnectionForm, OAuthClientForm
-from connections_app.models import (
-    AuditAction,
-    AuditEvent,
-    AuthorizationAttempt,
-    AuthorizationRefused,
-    Connection,
-    GrantType,
-    OAuthClient,
-    TokenUnavailable,
-)
-
-logger = logging.getLogger(__name__)
+from connections_app.forms import ConnectionForm, OAuthClientForm, changed_labels
+from connections_app.lifecycle import Actor
+from connections_app.models import TOKENS_DISCARDED, Connection, OAuthClient, TokenUnavailable
 
 PAGE_SIZE = 25
 HISTORY_SIZE = 50  # events shown on a connection page, newest first
@@ -145,12 +134,7 @@ def client_create(request: HttpRequest) -> HttpResponse:
         client = form.save(commit=False)
         client.created_by = request.user if request.user.is_authenticated else None
         client.save()
-        AuditEvent.record(
-            AuditAction.CLIENT_CREATED,
-            actor=request.user,
-            client=client,
-            detail=f"{client.get_environment_display()}, {client.get_grant_type_display()}",
-        )
+        client.record_created(request.user)
         if request.GET.get("dialog") == "1":
             return _client_json(client, status=201)
         messages.success(request, f"OAuth 2.0 client “{client.name}” created.")
@@ -163,15 +147,9 @@ def client_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     client = get_client_for_user(request.user, code, edit=True)
     form = OAuthClientForm(request.POST if request.method == "POST" else None, instance=client)
     if request.method == "POST" and form.is_valid():
-        changed = form.changed_field_labels()
+        changed = changed_labels(form)
         client = form.save()
-        if changed:
-            AuditEvent.record(
-                AuditAction.CLIENT_CHANGED,
-                actor=request.user,
-                client=client,
-                detail="Changed: " + ", ".join(changed),
-            )
+        client.record_changed(request.user, changed)
         if request.GET.get("dialog") == "1":
             return _client_json(client)
         messages.success(request, f"OAuth 2.0 client “{client.name}” saved.")
@@ -195,9 +173,7 @@ def client_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
             messages.error(request, refusal)
             return redirect("client_list")
         try:
-            with transaction.atomic():
-                AuditEvent.record(AuditAction.CLIENT_DELETED, actor=request.user, client=client)
-                client.delete()
+            client.delete_recorded(request.user)
         except ProtectedError:  # a connection was added meanwhile
             messages.error(request, "This client is now used by a connection: it was kept.")
             return redirect("client_list")
@@ -213,57 +189,15 @@ def client_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 def start_authorization(request: HttpRequest, connection: Connection) -> HttpResponse:
     """Send the user to Kroger's consent page for ``connection`` (already saved), or, for
-    client credentials, fetch its token right away. Stored tokens are replaced only when new
-    ones arrive."""
-    if connection.grant_type == GrantType.CLIENT_CREDENTIALS:
-        client = connection.client
-        try:
-            response = kroger.client_credentials(
-                environment=connection.environment,
-                client_id=client.client_id,
-                client_secret=client.client_secret,
-                scopes=sorted(scope.name for scope in connection.scopes.all()),
-            )
-        except kroger.KrogerError as exc:
-            return _authorization_failed(request, connection, exc)
-        connection.authorize_with(response, actor=request.user)
-        messages.success(request, f"“{connection.name}” is Online.")
+    client credentials, fetch its token right away."""
+    try:
+        consent_url = consent.begin(connection, request.user)
+    except consent.AuthorizationFailed as failed:
+        messages.error(request, failed.message)
         return redirect("connection_detail", code=connection.code)
-    attempt, state = AuthorizationAttempt.begin(
-        connection=connection, user=request.user, redirect_uri=settings.OAUTH_REDIRECT_URI
-    )
-    AuditEvent.record(
-        AuditAction.AUTHORIZATION_STARTED,
-        actor=request.user,
-        connection=connection,
-        detail=f"Sent to Kroger's consent page ({connection.get_environment_display()})",
-    )
-    return redirect(
-        kroger.authorization_url(
-            environment=attempt.environment,
-            client_id=connection.client.client_id,
-            redirect_uri=attempt.redirect_uri,
-            scopes=sorted(scope.name for scope in connection.scopes.all()),
-            state=state,
-            code_challenge=kroger.code_challenge(attempt.code_verifier),
-            banner=connection.banner,
-        )
-    )
-
-
-def _authorization_failed(
-    request: HttpRequest, connection: Connection, exc: kroger.KrogerError
-) -> HttpResponse:
-    """Kroger refused or failed: say why, record it, and leave the stored tokens alone."""
-    status = f" (HTTP {exc.status})" if exc.status else ""
-    logger.warning("Authorization of connection %s failed: %s%s", connection.code, exc.kind, status)
-    AuditEvent.record(
-        AuditAction.AUTHORIZATION_FAILED,
-        actor=request.user,
-        connection=connection,
-        detail=f"{exc.kind}{status}: {exc.message}",
-    )
-    messages.error(request, f"Authorization failed. {exc.message}")
+    if consent_url is not None:
+        return redirect(consent_url)
+    messages.success(request, f"“{connection.name}” is Online.")
     return redirect("connection_detail", code=connection.code)
 
 
@@ -286,7 +220,7 @@ def _callback_headers(view: Any) -> Any:
             # E.g. the person who started the flow is no longer an editor: answer here, so
             # the error page keeps these headers too.
             response = _callback_error(
-                request, 403, f"You may not authorize this connection. {START_AGAIN}"
+                request, 403, f"You may not authorize this connection. {consent.START_AGAIN}"
             )
         response["Referrer-Policy"] = "no-referrer"
         response["Cache-Control"] = "no-store"
@@ -299,85 +233,22 @@ def _callback_error(request: HttpRequest, status: int, message: str) -> HttpResp
     return render(request, "connections/oauth_error.html", {"message": message}, status=status)
 
 
-DECLINED = "Authorization was declined on Kroger's page."
-START_AGAIN = "Start the authorization again from the connection page."
-
-
 @_callback_headers
 @require_GET
 def oauth_callback(request: HttpRequest) -> HttpResponse:
     """Where Kroger sends the browser back after its consent page (RFC 6749 section 4.1.2).
 
-    Nothing reaches Kroger unless the state exists, is unused, is under 10 minutes old and
-    was started by the signed-in user. Deliberately not @login_required: a redirect to the
-    sign-in page would carry the code along in its URL.
+    Deliberately not @login_required: a redirect to the sign-in page would carry the code
+    along in its URL.
     """
-    state = request.GET.get("state", "")
-    error = request.GET.get("error", "")
-    if not request.user.is_authenticated:
-        return _callback_error(request, 403, f"You are not signed in. Sign in, then {START_AGAIN}")
-    if not state:
-        if error == "access_denied":
-            return _callback_error(request, 400, DECLINED)
-        return _callback_error(
-            request,
-            400,
-            "Kroger's answer carries no state, so it cannot be matched to an authorization "
-            f"started here. {START_AGAIN}",
-        )
     try:
-        attempt = AuthorizationAttempt.claim(state, request.user)
-    except AuthorizationRefused as refused:
-        logger.warning("Authorization callback refused (HTTP %s)", refused.status)
+        connection = consent.complete(request.GET, request.user)
+    except consent.AuthorizationRefused as refused:
         return _callback_error(request, refused.status, refused.message)
-    connection = get_connection_for_user(request.user, attempt.connection.code, edit=True)
-    if error:
-        return _consent_refused(request, connection, error)
-    code = request.GET.get("code", "")
-    if not code:
-        return _callback_error(
-            request, 400, f"Kroger's answer carries no authorization code. {START_AGAIN}"
-        )
-    if connection.environment != attempt.environment:
-        return _callback_error(
-            request,
-            400,
-            f"The connection's environment changed during its authorization. {START_AGAIN}",
-        )
-    client = connection.client
-    try:
-        response = kroger.exchange_code(
-            environment=attempt.environment,
-            client_id=client.client_id,
-            client_secret=client.client_secret,
-            code=code,
-            redirect_uri=attempt.redirect_uri,
-            code_verifier=attempt.code_verifier,
-        )
-    except kroger.KrogerError as exc:
-        return _authorization_failed(request, connection, exc)
-    connection.authorize_with(response, actor=request.user)
+    except consent.AuthorizationFailed as failed:
+        messages.error(request, failed.message)
+        return redirect("connection_detail", code=failed.connection.code)
     messages.success(request, f"“{connection.name}” is authorized and Online.")
-    return redirect("connection_detail", code=connection.code)
-
-
-def _consent_refused(request: HttpRequest, connection: Connection, error: str) -> HttpResponse:
-    """Kroger came back with ``error`` instead of a code; the connection stays as it was."""
-    if error == "access_denied":
-        message, detail = DECLINED, "Declined on Kroger's page"
-    else:
-        description = " ".join(request.GET.get("error_description", "").split())[:300]
-        message = f"Kroger refused the authorization ({error[:60]})" + (
-            f": {description}" if description else "."
-        )
-        if error == "invalid_scope":
-            message += " Check the scopes assigned to the app at developer.kroger.com."
-        detail = message
-    logger.warning("Authorization of connection %s refused by Kroger", connection.code)
-    AuditEvent.record(
-        AuditAction.AUTHORIZATION_FAILED, actor=request.user, connection=connection, detail=detail
-    )
-    messages.error(request, message)
     return redirect("connection_detail", code=connection.code)
 
 
@@ -441,19 +312,14 @@ def _connection_panel(request: HttpRequest, connection: Connection | None) -> Ht
 def _save_connection(
     request: HttpRequest, form: ConnectionForm, before: Connection | None
 ) -> Connection:
-    changed = [str(form.fields[name].label) for name in form.changed_data]
+    changed = changed_labels(form)
     had_tokens = before is not None and before.is_authorized
     if before is None:
         connection: Connection = form.save(commit=False)
         connection.created_by = request.user if request.user.is_authenticated else None
         connection.save()
         form.save_m2m()
-        AuditEvent.record(
-            AuditAction.CONNECTION_CREATED,
-            actor=request.user,
-            connection=connection,
-            detail=f"{connection.get_environment_display()}, scopes: {connection.scope_string()}",
-        )
+        connection.record_created(request.user)
         messages.success(request, f"Connection “{connection.name}” created.")
         return connection
     # Only the edited columns: a full save would restore tokens a refresh rotated meanwhile.
@@ -461,24 +327,15 @@ def _save_connection(
     with transaction.atomic():
         discarded = connection.save_settings(form.changed_data)
         form.save_m2m()
-    detail = "Changed: " + ", ".join(changed) if changed else ""
     if discarded:
-        detail += "; stored tokens discarded"
-        messages.warning(
-            request,
-            "The OAuth 2.0 client or environment changed, so the tokens issued for the old one "
-            "were discarded. Authorize the connection again.",
-        )
+        messages.warning(request, TOKENS_DISCARDED)
     elif had_tokens and "scopes" in form.changed_data:
         messages.warning(
             request,
             "Scopes changed: reauthorize the connection for Kroger to grant them. Until then it "
             "keeps the scopes it was granted.",
         )
-    if changed:
-        AuditEvent.record(
-            AuditAction.CONNECTION_CHANGED, actor=request.user, connection=connection, detail=detail
-        )
+    connection.record_changed(request.user, changed, tokens_discarded=discarded)
     messages.success(request, f"Connection “{connection.name}” saved.")
     return connection
 
@@ -532,11 +389,7 @@ def connection_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     if request.method == "POST":
         name = connection.name
-        with transaction.atomic():
-            AuditEvent.record(
-                AuditAction.CONNECTION_DELETED, actor=request.user, connection=connection
-            )
-            connection.delete()
+        connection.delete_recorded(request.user)
         messages.success(request, f"Connection “{name}” deleted.")
         return redirect("home")
     return render(request, "connections/connection_confirm_delete.html", {"connection": connection})
@@ -547,7 +400,7 @@ def connection_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 def connection_test(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     """One real API call with the connection's token (each test spends Kroger's rate limit)."""
     connection = get_connection_for_user(request.user, code, edit=True)
-    result = connection.test_connection(actor=request.user)
+    result = lifecycle.run_connection_test(connection, actor=Actor(request.user))
     report = messages.success if result.ok else messages.error
     report(request, f"Test connection ({result.endpoint}): {result.message}")
     return redirect("connection_detail", code=connection.code)
@@ -558,7 +411,7 @@ def connection_test(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 def connection_refresh(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     try:
-        token = connection.refresh(force=True, actor=request.user)
+        token = lifecycle.renew(connection, actor=Actor(request.user))
     except TokenUnavailable as exc:
         messages.error(request, f"The token was not refreshed: {exc.reason}")
     else:
@@ -572,7 +425,7 @@ def connection_refresh(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 def connection_disconnect(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     if request.method == "POST":
-        connection.disconnect(actor=request.user)
+        lifecycle.disconnect(connection, actor=Actor(request.user))
         messages.success(request, f"“{connection.name}” is disconnected: its tokens are forgotten.")
         return redirect("connection_detail", code=connection.code)
     return render(request, "connections/connection_disconnect.html", {"connection": connection})

@@ -1,6 +1,6 @@
 """The worker: keeps every connection's token fresh without anyone looking at it.
 
-Each pass lists the connections due for a refresh (``Connection.due_for_refresh``) and
+Each pass lists the connections due for a refresh (``lifecycle.due_for_refresh``) and
 refreshes them, at most ``concurrency`` at a time. Each refresh claims its row with
 SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL, so several workers can run at once without
 doing the same work twice. One log line per connection handled; never a secret.
@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.db import DatabaseError, close_old_connections, connections
 
-from connections_app.models import Connection
+from connections_app import lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def refresh_due(
 ) -> int:
     """One pass: refresh every connection due now. Returns how many this worker handled."""
     _offline_if_expired()
-    due = Connection.due_for_refresh(window=window).order_by("token_expires_at", "pk")
+    due = lifecycle.due_for_refresh(window=window).order_by("token_expires_at", "pk")
     ids = list(due.values_list("pk", flat=True)[:BATCH])
     if not ids:
         return 0
@@ -48,10 +48,10 @@ def _offline_if_expired() -> None:
     """Connections whose token expired while a failed refresh backs off are not due (the
     backoff holds them back), yet they have no usable token left: mark them Offline now, so
     that pages say so and people are told, rather than when the backoff ends. No HTTP call."""
-    expired = Connection.expired_while_backing_off()
+    expired = lifecycle.expired_while_backing_off()
     for pk in list(expired.values_list("pk", flat=True)[:BATCH]):
         try:
-            claimed = Connection.offline_if_expired(pk)
+            claimed = lifecycle.offline_if_expired(pk)
         except Exception as exc:
             logger.error("Connection #%s: status check crashed (%s)", pk, type(exc).__name__)
             continue
@@ -71,7 +71,7 @@ def _refresh_one(pk: int, *, window: timedelta, stop: threading.Event | None) ->
     if stop is not None and stop.is_set():
         return False  # stopping: the next worker run picks it up
     try:
-        claimed = Connection.refresh_if_due(pk, window=window)
+        claimed = lifecycle.refresh_if_due(pk, window=window)
     except Exception as exc:
         # The class only: a database error's message can quote the values it was writing.
         logger.error("Connection #%s: refresh crashed (%s)", pk, type(exc).__name__)

@@ -12,7 +12,14 @@ from typing import Any
 
 from django.utils import timezone
 
-from connections_app.models import Connection, Environment, GrantType, OAuthClient, Scope
+from connections_app.models import (
+    Connection,
+    ConnectionStatus,
+    Environment,
+    GrantType,
+    OAuthClient,
+    Scope,
+)
 from tests.fakes.fake_kroger import FakeKroger
 
 ALL_SCOPES = {"product.compact", "cart.basic:write", "profile.compact"}
@@ -63,6 +70,7 @@ import django
 django.setup()
 from django.db import connections
 from connections_app.models import Connection
+from connections_app import lifecycle
 
 pk, count = int(sys.argv[1]), int(sys.argv[2])
 results = []
@@ -71,7 +79,7 @@ go = threading.Event()
 def ask():
     try:
         go.wait()
-        results.append(Connection.objects.get(pk=pk).get_access_token().access_token)
+        results.append(lifecycle.get_access_token(Connection.objects.get(pk=pk)).access_token)
     except Exception as exc:
         results.append(f"error: {type(exc).__name__}: {exc}")
     finally:
@@ -130,3 +138,8 @@ def ask_in_processes(
         assert child.returncode == 0, err
         results += json.loads(out.strip().splitlines()[-1])
     return results
+
+
+def make_offline(connection: Connection, reason: str) -> None:
+    """Put the connection Offline with ``reason``, as a failed refresh or test would."""
+    connection.set_state(status=ConnectionStatus.OFFLINE, status_reason=reason[:255])

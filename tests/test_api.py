@@ -9,6 +9,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from connections_app import lifecycle
+from connections_app.lifecycle import Actor
 from connections_app.models import (
     NEEDS_REAUTHORIZATION,
     AuditAction,
@@ -20,7 +22,7 @@ from connections_app.models import (
     ServiceKey,
     TokenUnavailable,
 )
-from tests.keepalive import authorize
+from tests.keepalive import authorize, make_offline
 
 pytestmark = pytest.mark.django_db
 
@@ -172,10 +174,10 @@ def test_an_unavailable_token_answers_409_with_the_code_and_reason(
     monkeypatch: pytest.MonkeyPatch,
     code: str,
 ) -> None:
-    def unavailable(self: Connection, *, actor_label: str = "") -> Any:
+    def unavailable(connection: Connection, *, actor: Actor = lifecycle.SYSTEM) -> Any:
         raise TokenUnavailable(code, f"Kroger said no ({code}).")
 
-    monkeypatch.setattr(Connection, "get_access_token", unavailable)
+    monkeypatch.setattr(lifecycle, "get_access_token", unavailable)
     response = api(client, token_url(authorized), key[1])
     assert response.status_code == 409
     assert response.json() == {"error": {"code": code, "message": f"Kroger said no ({code})."}}
@@ -185,16 +187,16 @@ def test_an_unavailable_token_answers_409_with_the_code_and_reason(
 def test_it_passes_the_key_name_as_the_actor_of_a_refresh(
     client: Client, key: tuple[ServiceKey, str], authorized: Connection, monkeypatch: Any
 ) -> None:
-    seen: list[str] = []
-    original = Connection.get_access_token
+    seen: list[Actor] = []
+    original = lifecycle.get_access_token
 
-    def spy(self: Connection, *, actor_label: str = "") -> Any:
-        seen.append(actor_label)
-        return original(self, actor_label=actor_label)
+    def spy(connection: Connection, *, actor: Actor = lifecycle.SYSTEM) -> Any:
+        seen.append(actor)
+        return original(connection, actor=actor)
 
-    monkeypatch.setattr(Connection, "get_access_token", spy)
+    monkeypatch.setattr(lifecycle, "get_access_token", spy)
     api(client, token_url(authorized), key[1])
-    assert seen == ["service key Shopping list service"]
+    assert seen == [Actor(label="service key Shopping list service")]
 
 
 # --- Keys that do not work -------------------------------------------------------------------
@@ -379,7 +381,7 @@ def test_listing_makes_a_constant_number_of_queries(
 def test_an_offline_connection_with_a_valid_token_is_listed_as_offline(
     client: Client, key: tuple[ServiceKey, str], authorized: Connection
 ) -> None:
-    authorized.mark_offline("Kroger refused the refresh token.")
+    make_offline(authorized, "Kroger refused the refresh token.")
     listed = api(client, "/api/v1/connections/", key[1]).json()["connections"]
     assert listed[0]["status"] == ConnectionStatus.OFFLINE
 
@@ -440,7 +442,7 @@ def test_kroger_failing_answers_409_kroger_unavailable(
 def test_a_connection_needing_reauthorization_answers_409_even_with_a_valid_token(
     client: Client, key: tuple[ServiceKey, str], authorized: Connection
 ) -> None:
-    authorized.mark_offline(NEEDS_REAUTHORIZATION)
+    make_offline(authorized, NEEDS_REAUTHORIZATION)
     response = api(client, token_url(authorized), key[1])
     assert response.status_code == 409
     error = response.json()["error"]
@@ -457,7 +459,9 @@ def test_a_token_kroger_refused_in_a_test_is_replaced_before_it_is_handed_out(
     authorize(connection, fake_kroger)
     _, raw = ServiceKey.create_key(name="Refresher", connections=[connection])
     fake_kroger.expire_access_tokens()
-    connection.test_connection()  # Kroger answers 401 invalid_token: Offline
+    lifecycle.run_connection_test(
+        connection, actor=Actor()
+    )  # Kroger answers 401 invalid_token: Offline
 
     response = api(client, token_url(connection), raw)
 
@@ -470,7 +474,7 @@ def test_a_token_kroger_refused_in_a_test_is_replaced_before_it_is_handed_out(
 def test_an_offline_connection_backing_off_answers_409_kroger_unavailable(
     client: Client, key: tuple[ServiceKey, str], authorized: Connection
 ) -> None:
-    authorized.mark_offline("Kroger unreachable: Kroger had a server error (HTTP 500).")
+    make_offline(authorized, "Kroger unreachable: Kroger had a server error (HTTP 500).")
     Connection.objects.filter(pk=authorized.pk).update(
         refresh_failures=1, next_refresh_at=timezone.now() + timedelta(minutes=5)
     )

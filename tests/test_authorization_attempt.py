@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 from django.db import connection as db_connection
 
-from connections_app.models import AuthorizationAttempt, AuthorizationRefused, Connection
+from connections_app import consent
+from connections_app.consent import AuthorizationRefused
+from connections_app.models import AuthorizationAttempt, Connection
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_callbacks_claim_a_state_once(owner: Any, connection: Connection) -> None:
-    _, state = AuthorizationAttempt.begin(
+    _, state = consent.start_attempt(
         connection=connection, user=owner, redirect_uri="https://portal.test/oauth/callback/"
     )
     callers = 6
@@ -25,7 +27,7 @@ def test_concurrent_callbacks_claim_a_state_once(owner: Any, connection: Connect
     def claim() -> None:
         try:
             barrier.wait()
-            AuthorizationAttempt.claim(state, owner)
+            consent.claim(state, owner)
             outcome = "claimed"
         except AuthorizationRefused as refused:
             outcome = refused.message
@@ -46,9 +48,9 @@ def test_concurrent_callbacks_claim_a_state_once(owner: Any, connection: Connect
 
 @pytest.mark.django_db
 def test_only_the_hash_of_the_state_is_kept(owner: Any, connection: Connection) -> None:
-    attempt, state = AuthorizationAttempt.begin(
+    attempt, state = consent.start_attempt(
         connection=connection, user=owner, redirect_uri="https://portal.test/oauth/callback/"
     )
     assert state not in attempt.state_hash
     assert attempt.state_hash == AuthorizationAttempt.hash_state(state)
-    assert AuthorizationAttempt.claim(state, owner).pk == attempt.pk
+    assert consent.claim(state, owner).pk == attempt.pk

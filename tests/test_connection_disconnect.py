@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from connections_app import lifecycle
 from connections_app.models import AuditAction, AuditEvent, Connection, ConnectionStatus
 from tests.fakes.fake_kroger import FakeKroger
 from tests.keepalive import authorize, reloaded
@@ -43,7 +44,7 @@ def test_disconnecting_forgets_the_tokens(
     assert stored.token_expires_at is None
     assert AuditEvent.objects.get(action=AuditAction.DISCONNECTED).actor == owner
     assert fake_kroger.token_calls == []
-    assert not Connection.due_for_refresh().exists()
+    assert not lifecycle.due_for_refresh().exists()
 
 
 @pytest.mark.parametrize(("who", "status"), [("teammate", 403), ("outsider", 404)])

@@ -8,6 +8,8 @@ import pytest
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 
+from connections_app import lifecycle
+from connections_app.lifecycle import Actor
 from connections_app.models import AuditAction, AuditEvent, Connection, TokenUnavailable
 from tests.fakes.fake_kroger import FakeKroger
 from tests.keepalive import authorize, expire
@@ -25,10 +27,10 @@ def test_it_lists_what_happened_and_who_did_it(
 ) -> None:
     AuditEvent.record(AuditAction.AUTHORIZED, actor=owner, connection=connection)
     expire(authorize(connection, fake_kroger))
-    connection.get_access_token(actor_label="worker")
-    connection.test_connection(actor=owner)
+    lifecycle.get_access_token(connection, actor=Actor(label="worker"))
+    lifecycle.run_connection_test(connection, actor=Actor(owner))
     AuditEvent.record(AuditAction.CONNECTION_CHANGED, actor=owner, connection=connection)
-    connection.disconnect(actor=owner)
+    lifecycle.disconnect(connection, actor=Actor(owner))
     client.force_login(teammate)
 
     page = history_of(client, connection)
@@ -45,7 +47,7 @@ def test_a_failed_refresh_says_why(
     expire(authorize(connection, fake_kroger))
     fake_kroger.fail_token("invalid_grant")
     with pytest.raises(TokenUnavailable):
-        connection.get_access_token()
+        lifecycle.get_access_token(connection)
     client.force_login(owner)
     page = history_of(client, connection)
     assert "Refresh failed" in page and "invalid_grant (HTTP 400)" in page

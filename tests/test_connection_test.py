@@ -18,7 +18,7 @@ from connections_app.models import (
     Scope,
 )
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, cc_connection, reloaded
+from tests.keepalive import authorize, cc_connection, make_offline, reloaded
 
 pytestmark = pytest.mark.django_db
 
@@ -118,7 +118,7 @@ def test_a_successful_test_brings_an_offline_connection_back_online(
     client: Any, owner: Any, connection: Connection, fake_kroger: FakeKroger
 ) -> None:
     authorize(connection, fake_kroger)
-    connection.mark_offline("Test failed: Kroger refused products (HTTP 500).")
+    make_offline(connection, "Test failed: Kroger refused products (HTTP 500).")
     client.force_login(owner)
     client.post(url(connection))
     stored = reloaded(connection)
@@ -129,7 +129,7 @@ def test_a_connection_needing_reauthorization_stays_so_after_a_good_test(
     client: Any, owner: Any, connection: Connection, fake_kroger: FakeKroger
 ) -> None:
     authorize(connection, fake_kroger)
-    connection.mark_offline(NEEDS_REAUTHORIZATION)
+    make_offline(connection, NEEDS_REAUTHORIZATION)
     client.force_login(owner)
     client.post(url(connection))
     assert reloaded(connection).needs_reauthorization

@@ -19,6 +19,7 @@ from connections_app.models import (
     Scope,
 )
 from tests.html_forms import checked_values, input_value, selected_option
+from tests.keepalive import make_offline
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +54,7 @@ def test_the_list_shows_each_connection_with_its_status_and_token_expiry(
     client: Any, teammate: Any, connection: Connection
 ) -> None:
     connection.store_tokens(access_token=ACCESS_TOKEN, expires_in=1800)
-    connection.mark_offline("Kroger refused the refresh token")
+    make_offline(connection, "Kroger refused the refresh token")
     client.force_login(teammate)
     page = client.get("/").content.decode()
     assert f'<a href="/connections/{connection.code}/">Store cart</a>' in page

@@ -13,6 +13,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from jsonschema import Draft202012Validator, FormatChecker
 
+from connections_app import lifecycle
 from connections_app.api import OPENAPI_PATH
 from connections_app.models import Connection, ServiceKey, TokenUnavailable
 
@@ -142,10 +143,10 @@ def test_a_documented_409_code_matches_what_connections_raise(
     )["content"]["application/json"]["schema"]
     for code in ("not_authorized", "needs_reauthorization", "kroger_unavailable"):
 
-        def unavailable(self: Connection, *, actor_label: str = "", code: str = code) -> Any:
+        def unavailable(connection: Connection, *, actor: Any = None, code: str = code) -> Any:
             raise TokenUnavailable(code, "reason")
 
-        monkeypatch.setattr(Connection, "get_access_token", unavailable)
+        monkeypatch.setattr(lifecycle, "get_access_token", unavailable)
         body = world.get(world.fill("/api/v1/connections/{id}/token", world.authorized)).json()
         validator_for(schema).validate(body)
     with pytest.raises(Exception, match="is not one of"):

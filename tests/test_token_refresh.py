@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,7 +16,8 @@ from django.test import RequestFactory
 from django.utils import timezone
 from django.views.debug import ExceptionReporter
 
-from connections_app import kroger
+from connections_app import kroger, lifecycle
+from connections_app.lifecycle import Actor
 from connections_app.models import (
     NEEDS_REAUTHORIZATION,
     AuditAction,
@@ -26,7 +28,7 @@ from connections_app.models import (
 )
 from tests.conftest import CLIENT_SECRET
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, cc_connection, expire, reloaded
+from tests.keepalive import authorize, cc_connection, expire, make_offline, reloaded
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +41,7 @@ def test_a_valid_token_is_returned_without_calling_kroger(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
     authorize(connection, fake_kroger)
-    token = reloaded(connection).get_access_token()
+    token = lifecycle.get_access_token(reloaded(connection))
     assert token.access_token == connection.access_token
     assert fake_kroger.token_calls == []
 
@@ -50,7 +52,7 @@ def test_an_expired_token_is_refreshed_and_the_new_refresh_token_stored(
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
     old_access, old_refresh = connection.access_token, connection.refresh_token
 
-    token = reloaded(connection).get_access_token()
+    token = lifecycle.get_access_token(reloaded(connection))
 
     [call] = refresh_calls(fake_kroger)
     assert call["basic_auth"] is True and call["refresh_token"] == old_refresh
@@ -68,7 +70,7 @@ def test_a_token_inside_the_safety_margin_is_refreshed(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
     authorize(connection, fake_kroger, valid_for=timedelta(seconds=60))
-    reloaded(connection).get_access_token()
+    lifecycle.get_access_token(reloaded(connection))
     assert len(refresh_calls(fake_kroger)) == 1
 
 
@@ -78,7 +80,7 @@ def test_a_response_without_a_refresh_token_keeps_the_stored_one(
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
     response = kroger.TokenResponse(access_token="new-access", expires_in=1800, token_type="bearer")
     with mock.patch.object(kroger, "refresh_token", return_value=response):
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
     stored = reloaded(connection)
     assert stored.access_token == "new-access"
     assert stored.refresh_token == connection.refresh_token
@@ -89,7 +91,7 @@ def test_a_client_credentials_connection_gets_a_new_token(
 ) -> None:
     connection = authorize(cc_connection(cc_client, owner), fake_kroger)
     expire(connection)
-    token = reloaded(connection).get_access_token()
+    token = lifecycle.get_access_token(reloaded(connection))
     [call] = fake_kroger.token_calls
     assert call["grant_type"] == "client_credentials"
     assert call["scope"] == "product.compact" and call["basic_auth"] is True
@@ -101,7 +103,7 @@ def test_a_forced_refresh_calls_kroger_even_with_a_valid_token(
     connection: Connection, fake_kroger: FakeKroger, owner: Any
 ) -> None:
     authorize(connection, fake_kroger)
-    token = reloaded(connection).refresh(force=True, actor=owner)
+    token = lifecycle.renew(reloaded(connection), actor=Actor(owner))
     assert len(refresh_calls(fake_kroger)) == 1
     assert token.access_token != connection.access_token
     assert AuditEvent.objects.get(action=AuditAction.REFRESHED).actor == owner
@@ -111,7 +113,7 @@ def test_an_unauthorized_connection_has_no_token(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
     with pytest.raises(TokenUnavailable) as caught:
-        connection.get_access_token()
+        lifecycle.get_access_token(connection)
     assert caught.value.code == "not_authorized"
     assert fake_kroger.token_calls == []
 
@@ -128,7 +130,7 @@ def test_a_dead_refresh_token_needs_reauthorization_and_emails_people(
     fake_kroger.fail_token(failure)
 
     with pytest.raises(TokenUnavailable) as caught:
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
 
     assert caught.value.code == "needs_reauthorization"
     stored = reloaded(connection)
@@ -152,12 +154,12 @@ def test_a_connection_needing_reauthorization_is_not_retried(
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
     fake_kroger.fail_token("invalid_grant")
     with pytest.raises(TokenUnavailable):
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
     with pytest.raises(TokenUnavailable) as caught:
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
     assert caught.value.code == "needs_reauthorization"
     assert len(fake_kroger.token_calls) == 1
-    assert not Connection.due_for_refresh().exists()
+    assert not lifecycle.due_for_refresh().exists()
     assert len(mail.outbox) == 1
 
 
@@ -168,7 +170,7 @@ def test_a_transient_failure_keeps_a_connection_with_a_valid_token_online(
     authorize(connection, fake_kroger, valid_for=timedelta(seconds=60))
     fake_kroger.fail_token(failure)
 
-    token = reloaded(connection).get_access_token()  # still valid for a minute: handed out
+    token = lifecycle.get_access_token(reloaded(connection))  # still valid for a minute: handed out
 
     assert token.access_token == connection.access_token
     stored = reloaded(connection)
@@ -188,7 +190,7 @@ def test_a_transient_failure_without_a_valid_token_is_offline_and_emails_once(
     fake_kroger.fail_token(failure)
 
     with pytest.raises(TokenUnavailable) as caught:
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
 
     assert caught.value.code == "kroger_unavailable"
     stored = reloaded(connection)
@@ -200,7 +202,7 @@ def test_a_transient_failure_without_a_valid_token_is_offline_and_emails_once(
     assert "offline" in email.subject
     # Backing off: the next caller is answered without a call to Kroger.
     with pytest.raises(TokenUnavailable):
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
     assert len(fake_kroger.token_calls) == 1
 
 
@@ -213,7 +215,7 @@ def test_a_rate_limited_refresh_is_transient(
         mock.patch.object(kroger, "refresh_token", side_effect=error),
         pytest.raises(TokenUnavailable) as caught,
     ):
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
     assert caught.value.code == "kroger_unavailable"
     assert reloaded(connection).status_reason == "Kroger unreachable: Rate limit spent."
 
@@ -225,11 +227,11 @@ def test_recovery_after_a_failure_is_announced_to_the_same_people(
     fake_kroger.fail_token("500", times=2)
     for _ in range(2):  # the second, forced, failure tells no one again
         with pytest.raises(TokenUnavailable):
-            reloaded(connection).refresh(force=True)
+            lifecycle.renew(reloaded(connection), actor=Actor())
     assert len(mail.outbox) == 1
     assert reloaded(connection).refresh_failures == 2
 
-    reloaded(connection).refresh(force=True)
+    lifecycle.renew(reloaded(connection), actor=Actor())
 
     stored = reloaded(connection)
     assert stored.status == ConnectionStatus.ONLINE and stored.status_reason == ""
@@ -248,7 +250,7 @@ def test_a_failed_save_after_rotation_needs_reauthorization(
         mock.patch.object(Connection, "save", side_effect=DatabaseError("disk full")),
         pytest.raises(TokenUnavailable) as caught,
     ):
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
 
     assert caught.value.code == "needs_reauthorization"
     assert len(refresh_calls(fake_kroger)) == 1  # Kroger rotated the refresh token
@@ -269,7 +271,7 @@ def test_a_failed_save_of_a_client_credentials_token_is_retried_later(
         mock.patch.object(Connection, "save", side_effect=DatabaseError("disk full")),
         pytest.raises(TokenUnavailable) as caught,
     ):
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
     assert caught.value.code == "kroger_unavailable"
     assert not reloaded(connection).needs_reauthorization
 
@@ -283,7 +285,7 @@ def test_refused_client_credentials_are_retried_and_reported_once_offline(
     fake_kroger.fail_token("invalid_client")
 
     with pytest.raises(TokenUnavailable) as caught:
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
 
     assert caught.value.code == "kroger_unavailable"
     stored = reloaded(connection)
@@ -302,10 +304,10 @@ def test_a_connection_needing_reauthorization_hands_out_no_token_even_a_valid_on
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
     authorize(connection, fake_kroger)
-    connection.mark_offline(NEEDS_REAUTHORIZATION)
+    make_offline(connection, NEEDS_REAUTHORIZATION)
 
     with pytest.raises(TokenUnavailable) as caught:
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
 
     assert caught.value.code == "needs_reauthorization"
     assert caught.value.reason.startswith(f"{NEEDS_REAUTHORIZATION}: ")
@@ -317,10 +319,10 @@ def test_a_token_kroger_refused_in_a_test_is_refreshed_before_it_is_handed_out(
 ) -> None:
     authorize(connection, fake_kroger)  # valid for 30 minutes, as far as the portal knows
     fake_kroger.expire_access_tokens()
-    assert not reloaded(connection).test_connection().ok
+    assert not lifecycle.run_connection_test(reloaded(connection), actor=Actor()).ok
     assert reloaded(connection).status == ConnectionStatus.OFFLINE
 
-    token = reloaded(connection).get_access_token()
+    token = lifecycle.get_access_token(reloaded(connection))
 
     assert len(refresh_calls(fake_kroger)) == 1
     assert token.access_token != connection.access_token
@@ -333,11 +335,11 @@ def test_a_refused_token_whose_refresh_fails_is_not_handed_out_and_says_why(
 ) -> None:
     authorize(connection, fake_kroger)
     fake_kroger.expire_access_tokens()
-    reloaded(connection).test_connection()
+    lifecycle.run_connection_test(reloaded(connection), actor=Actor())
     fake_kroger.fail_token("500")
 
     with pytest.raises(TokenUnavailable) as caught:
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
 
     assert caught.value.code == "kroger_unavailable"
     stored = reloaded(connection)
@@ -351,13 +353,13 @@ def test_an_offline_connection_backing_off_hands_out_no_token(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
     authorize(connection, fake_kroger)
-    connection.mark_offline("Kroger unreachable: Kroger had a server error (HTTP 500).")
+    make_offline(connection, "Kroger unreachable: Kroger had a server error (HTTP 500).")
     Connection.objects.filter(pk=connection.pk).update(
         refresh_failures=1, next_refresh_at=timezone.now() + timedelta(minutes=1)
     )
 
     with pytest.raises(TokenUnavailable) as caught:
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
 
     assert caught.value.code == "kroger_unavailable"
     assert caught.value.reason.startswith("Kroger unreachable: Kroger had a server error")
@@ -369,13 +371,13 @@ def test_a_token_that_expires_while_backing_off_makes_the_connection_offline_onc
 ) -> None:
     authorize(connection, fake_kroger, valid_for=timedelta(seconds=60))
     fake_kroger.fail_token("500")
-    reloaded(connection).get_access_token()  # still valid: handed out, and backing off
+    lifecycle.get_access_token(reloaded(connection))  # still valid: handed out, and backing off
     assert reloaded(connection).status == ConnectionStatus.ONLINE
     expire(reloaded(connection))
 
     for _ in range(2):
         with pytest.raises(TokenUnavailable) as caught:
-            reloaded(connection).get_access_token()
+            lifecycle.get_access_token(reloaded(connection))
         assert caught.value.code == "kroger_unavailable"
 
     stored = reloaded(connection)
@@ -396,19 +398,19 @@ def test_reauthorizing_after_a_failure_tells_people_it_works_again_then_not_late
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
     fake_kroger.fail_token("invalid_grant")
     with pytest.raises(TokenUnavailable):
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
     access, refresh = fake_kroger.issue_tokens(connection.client.client_id, ["product.compact"])
     response = kroger.TokenResponse(
         access_token=access, expires_in=1800, token_type="bearer", refresh_token=refresh
     )
 
-    reloaded(connection).authorize_with(response, actor=owner)
+    lifecycle.authorize_with(reloaded(connection), response, actor=Actor(owner))
 
     failure, recovery = mail.outbox
     assert "works again" in recovery.subject
     assert sorted(recovery.to) == sorted(failure.to)
     assert not reloaded(connection).failure_notified
-    reloaded(connection).refresh(force=True)
+    lifecycle.renew(reloaded(connection), actor=Actor())
     assert len(mail.outbox) == 2
 
 
@@ -420,7 +422,7 @@ def test_authorizing_a_healthy_connection_emails_no_one(
     response = kroger.TokenResponse(
         access_token=access, expires_in=1800, token_type="bearer", refresh_token=refresh
     )
-    reloaded(connection).authorize_with(response, actor=owner)
+    lifecycle.authorize_with(reloaded(connection), response, actor=Actor(owner))
     assert mail.outbox == []
 
 
@@ -433,7 +435,7 @@ def test_a_short_lived_token_is_not_refreshed_on_every_call(
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
     fake_kroger.expires_in = 60  # inside the two-minute safety margin
 
-    tokens = {reloaded(connection).get_access_token().access_token for _ in range(5)}
+    tokens = {lifecycle.get_access_token(reloaded(connection)).access_token for _ in range(5)}
 
     assert len(refresh_calls(fake_kroger)) == 1
     [token] = tokens
@@ -447,12 +449,12 @@ def test_a_short_lived_token_is_refreshed_when_half_its_life_is_over(
 ) -> None:
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
     fake_kroger.expires_in = 60
-    reloaded(connection).get_access_token()
+    lifecycle.get_access_token(reloaded(connection))
     Connection.objects.filter(pk=connection.pk).update(
         last_refreshed_at=timezone.now() - timedelta(seconds=31),
         token_expires_at=timezone.now() + timedelta(seconds=29),
     )
-    reloaded(connection).get_access_token()
+    lifecycle.get_access_token(reloaded(connection))
     assert len(refresh_calls(fake_kroger)) == 2
 
 
@@ -464,7 +466,7 @@ def test_a_token_without_a_positive_lifetime_is_a_transient_failure(
     fake_kroger.expires_in = expires_in
 
     with pytest.raises(TokenUnavailable) as caught:
-        reloaded(connection).get_access_token()
+        lifecycle.get_access_token(reloaded(connection))
 
     assert caught.value.code == "kroger_unavailable"
     assert "expires_in" in caught.value.reason
@@ -489,7 +491,7 @@ def test_an_error_report_of_a_crash_during_a_refresh_shows_no_secret(
     # The refresh crashes inside the call to Kroger (the lock wait reads the timeout first).
     del settings.KROGER_BASE_URLS
 
-    html = crash_report(reloaded(connection).get_access_token)
+    html = crash_report(functools.partial(lifecycle.get_access_token, reloaded(connection)))
 
     assert "_request_token" in html and "KROGER_BASE_URLS" in html
     for secret in (CLIENT_SECRET, connection.refresh_token, connection.access_token):

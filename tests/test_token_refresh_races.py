@@ -17,6 +17,8 @@ import pytest
 from django.db import connection as db_connection
 from django.db import connections, transaction
 
+from connections_app import lifecycle
+from connections_app.lifecycle import Actor
 from connections_app.models import (
     AuditAction,
     AuditEvent,
@@ -65,7 +67,9 @@ def in_threads(count: int, work: Callable[[], str]) -> list[str | BaseException]
 
 def ask_for_token(pk: int) -> Callable[[], str]:
     def work() -> str:
-        return Connection.objects.get(pk=pk).get_access_token(actor_label="race").access_token
+        return lifecycle.get_access_token(
+            Connection.objects.get(pk=pk), actor=Actor(label="race")
+        ).access_token
 
     return work
 
@@ -114,7 +118,7 @@ def test_forced_refreshes_at_once_are_serialized_and_never_reuse_a_refresh_token
     fake_kroger.token_delay = 0.2
 
     def force() -> str:
-        return Connection.objects.get(pk=connection.pk).refresh(force=True).access_token
+        return lifecycle.renew(Connection.objects.get(pk=connection.pk), actor=Actor()).access_token
 
     results = in_threads(5, force)
 
@@ -162,7 +166,7 @@ def test_a_caller_gives_up_waiting_behind_a_stuck_refresh(
         assert locked.wait(timeout=10)
         started = time.monotonic()
         with pytest.raises(TokenUnavailable) as caught:
-            reloaded(connection).get_access_token()
+            lifecycle.get_access_token(reloaded(connection))
         waited = time.monotonic() - started
     finally:
         release.set()

@@ -12,7 +12,7 @@ from django.core import mail
 from django.db import connections
 from django.utils import timezone
 
-from connections_app import worker
+from connections_app import lifecycle, worker
 from connections_app.models import (
     NEEDS_REAUTHORIZATION,
     AuditAction,
@@ -75,7 +75,7 @@ def mix(
 
 @pytest.mark.django_db
 def test_due_connections_are_those_expiring_or_idle_for_a_day(mix: dict[str, Connection]) -> None:
-    due = set(Connection.due_for_refresh().values_list("name", flat=True))
+    due = set(lifecycle.due_for_refresh().values_list("name", flat=True))
     assert due == {"Store cart", "Idle for a day", "Catalogue, expired"}
 
 

@@ -1,0 +1,40 @@
+"""Kroger's two environments, and the rule every Kroger or portal address must follow.
+
+This module reads settings only when asked for a base URL, so ``settings.py`` can use its
+address rule while it is being loaded.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import models
+
+
+def is_loopback(host: str | None) -> bool:
+    return host in {"localhost", "::1"} or bool(host and host.startswith("127."))
+
+
+def url_allowed(url: str, *, loopback_http: bool) -> bool:
+    """An address with a host, over https; plain http only for a loopback host when
+    ``loopback_http`` (a local fake Kroger, or the portal in development)."""
+    parts = urlsplit(url)
+    allowed = {"https"} | ({"http"} if loopback_http and is_loopback(parts.hostname) else set())
+    return bool(parts.hostname) and parts.scheme in allowed
+
+
+class Environment(models.TextChoices):
+    PRODUCTION = "production", "Production"
+    CERTIFICATION = "certification", "Certification"
+
+    @property
+    def base_url(self) -> str:
+        """The configured API base URL, ending in '/'."""
+        url = str(settings.KROGER_BASE_URLS[self.value])
+        return url if url.endswith("/") else url + "/"
+
+    @classmethod
+    def label_of(cls, value: str) -> str:
+        """The label people read for a stored value (the value itself if it is unknown)."""
+        return cls(value).label if value in cls.values else value

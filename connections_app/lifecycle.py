@@ -1,0 +1,572 @@
+"""The token lifecycle: every change to a connection's tokens, made under its row lock.
+
+Getting a token, renewing it (on demand, when a person asks, when the worker finds it due),
+what a failed renewal does, authorizing with a token answer, disconnecting and testing all
+live here. Each step returns what happened (an ``Outcome``); ``notifications.announce`` is the
+one place where an outcome becomes e-mail. ``Connection`` keeps the fields, the rules and the
+small state changes these steps are made of.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from connections_app import kroger, notifications
+from connections_app.models import (
+    KROGER_UNREACHABLE,
+    NEEDS_REAUTHORIZATION,
+    AccessToken,
+    AuditAction,
+    AuditEvent,
+    Connection,
+    ConnectionStatus,
+    ConnectionTest,
+    Environment,
+    GrantType,
+    Notice,
+    Outcome,
+    TokenUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a signed-in person (``user``), or a process named by ``label``."""
+
+    user: Any = None
+    label: str = ""
+
+    def record(self, action: str, connection: Connection, detail: str) -> None:
+        AuditEvent.record(
+            action, actor=self.user, actor_label=self.label, connection=connection, detail=detail
+        )
+
+
+SYSTEM = Actor()  # the audit trail says "system"
+WORKER = Actor(label="worker")
+
+
+class Want(Enum):
+    USABLE = "usable"  # a usable token: renewed only when needed, never while backing off
+    RENEWAL = "renewal"  # a new token now
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a caller asks of the locked step, and on whose behalf."""
+
+    want: Want
+    actor: Actor
+    # A renewal someone else finished after this moment (while this one waited for the lock)
+    # is the renewal asked for: Kroger is not called twice.
+    asked_at: datetime | None = None
+
+
+def refresh_backoff(failures: int) -> timedelta:
+    """How long to wait before the next refresh after ``failures`` failures in a row."""
+    return min(timedelta(minutes=1) * 2 ** max(failures - 1, 0), timedelta(minutes=30))
+
+
+def _not_authorized() -> TokenUnavailable:
+    return TokenUnavailable("not_authorized", "This connection has not been authorized.")
+
+
+def _needs_reauthorization() -> TokenUnavailable:
+    return TokenUnavailable(
+        "needs_reauthorization",
+        f"{NEEDS_REAUTHORIZATION}: Kroger no longer accepts this connection's refresh "
+        "token. Authorize it again.",
+    )
+
+
+# --- Handing out a token --------------------------------------------------------------------
+
+
+def get_access_token(connection: Connection, *, actor: Actor = SYSTEM) -> AccessToken:
+    """A usable access token: the stored one while the connection is Online and the token
+    is valid for more than ``refresh_margin()``, otherwise a refreshed one (refresh grant,
+    or a new client-credentials token), obtained under the row lock so that concurrent
+    callers cause a single call to Kroger.
+
+    Raises TokenUnavailable (codes: ``not_authorized``, ``needs_reauthorization``,
+    ``kroger_unavailable``) when none can be had.
+    """
+    return _obtain(connection, actor)[1]
+
+
+def _obtain(connection: Connection, actor: Actor) -> tuple[Connection, AccessToken]:
+    """The token and the connection as the token was had (the stored state after a renewal)."""
+    if connection.status == ConnectionStatus.NOT_AUTHORIZED or not connection.access_token:
+        raise _not_authorized()
+    if connection.needs_reauthorization:
+        raise _needs_reauthorization()
+    # Only an Online connection's token is handed out as is: Offline means the portal
+    # knows it is expired or refused, and the locked path refreshes it or says why not.
+    if (
+        connection.status == ConnectionStatus.ONLINE
+        and connection.token_valid_for() > connection.refresh_margin()
+    ):
+        token = connection.current_token()
+        assert token is not None
+        return connection, token
+    return _renew_waiting(connection, Request(Want.USABLE, actor))
+
+
+def renew(connection: Connection, *, actor: Actor) -> AccessToken:
+    """ "Refresh token" on the connection page: Kroger is called unless another caller
+    refreshed while this one waited for the lock. Raises TokenUnavailable when it failed."""
+    return _renew_waiting(connection, Request(Want.RENEWAL, actor, asked_at=timezone.now()))[1]
+
+
+def _renew_waiting(connection: Connection, request: Request) -> tuple[Connection, AccessToken]:
+    locked = Connection.objects.filter(pk=connection.pk).select_for_update(of=("self",))
+    try:
+        claimed = _claim_and_renew(locked, request)
+    except OperationalError:
+        # The lock wait ran out (PostgreSQL lock_timeout; SQLite's busy timeout).
+        logger.warning("Refresh of connection %s: gave up waiting for the lock", connection.code)
+        raise TokenUnavailable(
+            "kroger_unavailable",
+            "Another refresh of this connection is still waiting for Kroger. Try again "
+            "in a minute.",
+        ) from None
+    assert claimed is not None  # a blocking lock always gets the row
+    fresh, outcome = claimed
+    if outcome.token is not None and not (request.want is Want.RENEWAL and outcome.error):
+        return fresh, outcome.token
+    assert outcome.error is not None
+    raise outcome.error
+
+
+# --- The worker's selection ------------------------------------------------------------------
+
+
+def due_for_refresh(
+    *,
+    now: datetime | None = None,
+    window: timedelta = timedelta(minutes=5),
+    max_age: timedelta = timedelta(hours=24),
+) -> QuerySet[Connection]:
+    """Connections the worker should refresh now: the token expires within ``window``, or
+    an authorization-code grant was last renewed over ``max_age`` ago (so that idle ones
+    never reach Kroger's six-month limit on refresh tokens). Skips those waiting for a
+    person (not authorized, needs reauthorization) and those backing off after a failure.
+    """
+    now = now or timezone.now()
+    expiring = Q(token_expires_at__isnull=True) | Q(token_expires_at__lte=now + window)
+    stale_grant = Q(client__grant_type=GrantType.AUTHORIZATION_CODE, renewed_at__lt=now - max_age)
+    return (
+        Connection.objects.alias(
+            renewed_at=Coalesce("last_refreshed_at", "authorized_at", "created_at")
+        )
+        .exclude(status=ConnectionStatus.NOT_AUTHORIZED)
+        .exclude(access_token="")
+        .exclude(status=ConnectionStatus.OFFLINE, status_reason=NEEDS_REAUTHORIZATION)
+        .filter(Q(next_refresh_at__isnull=True) | Q(next_refresh_at__lte=now))
+        .filter(expiring | stale_grant)
+    )
+
+
+def expired_while_backing_off(*, now: datetime | None = None) -> QuerySet[Connection]:
+    """Online connections whose token has expired while a failed refresh backs off: no
+    caller may have asked for a token since, so the worker looks for them (see
+    ``offline_if_expired``)."""
+    now = now or timezone.now()
+    return Connection.objects.filter(
+        status=ConnectionStatus.ONLINE,
+        token_expires_at__lte=now,
+        next_refresh_at__gt=now,
+    ).exclude(access_token="")
+
+
+def refresh_if_due(
+    pk: int, *, window: timedelta = timedelta(minutes=5), actor: Actor = WORKER
+) -> tuple[Connection, Outcome] | None:
+    """The worker's refresh of one connection: claimed with SKIP LOCKED (PostgreSQL), so
+    that when several workers run, whoever holds the row does the work and the others move
+    on; re-checked for being due under the lock, so a connection just refreshed by another
+    worker is left alone. None when the connection was skipped.
+    """
+    claim = (
+        due_for_refresh(window=window)
+        .filter(pk=pk)
+        .select_for_update(skip_locked=True, of=("self",))
+    )
+    return _claim_and_renew(claim, Request(Want.RENEWAL, actor))
+
+
+def offline_if_expired(pk: int, *, actor: Actor = WORKER) -> tuple[Connection, Outcome] | None:
+    """The worker's cheap pass: ask for the token of a connection that expired while
+    backing off, exactly as a caller of ``get_access_token`` would. Backing off, that
+    makes no call to Kroger; it only marks the connection Offline and tells people once.
+    The backoff is kept: the refresh still waits for ``next_refresh_at``."""
+    claim = (
+        expired_while_backing_off().filter(pk=pk).select_for_update(skip_locked=True, of=("self",))
+    )
+    return _claim_and_renew(claim, Request(Want.USABLE, actor))
+
+
+# --- The locked step -------------------------------------------------------------------------
+
+
+def _claim_and_renew(
+    claim: QuerySet[Connection], request: Request
+) -> tuple[Connection, Outcome] | None:
+    """Lock the row ``claim`` selects, renew it in the same transaction, then tell people.
+
+    PostgreSQL: SELECT ... FOR UPDATE makes every other caller wait here until this
+    transaction commits, and the row they then read holds the token obtained here.
+    SQLite ignores FOR UPDATE; the settings open every transaction with BEGIN IMMEDIATE,
+    so the database write lock is already held when this read runs, with the same effect.
+
+    The HTTP call to Kroger happens while the transaction (and the lock) is open. That is
+    the accepted trade-off: it is what makes concurrent callers cause exactly one token
+    request, and a rotated refresh token is never lost between the call and the save. The
+    call is bounded by KROGER_TIMEOUT_SECONDS; waiters give up after twice that, rather
+    than hang behind a holder that is stuck.
+    """
+    with transaction.atomic():
+        db = connections[claim.db]
+        if db.vendor == "postgresql":
+            with db.cursor() as cursor:  # for this transaction only
+                wait = f"{2 * int(settings.KROGER_TIMEOUT_SECONDS)}s"
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
+        connection = claim.select_related("client").first()
+        if connection is None:
+            return None
+        outcome = _renew_locked(connection, request)
+    notifications.announce(connection, outcome)
+    return connection, outcome
+
+
+def _renew_locked(connection: Connection, request: Request) -> Outcome:
+    now = timezone.now()
+    if connection.status == ConnectionStatus.NOT_AUTHORIZED or not connection.access_token:
+        return Outcome("not authorized", error=_not_authorized())
+    if connection.needs_reauthorization:
+        return Outcome("needs reauthorization", error=_needs_reauthorization())
+    usable = connection.usable_token(now)
+    if request.want is Want.USABLE:
+        if usable is not None and connection.token_valid_for(now) > connection.refresh_margin():
+            return Outcome("refreshed by another caller", token=usable)
+        if connection.next_refresh_at is not None and connection.next_refresh_at > now:
+            return _backing_off(connection, now)
+    elif (
+        request.asked_at is not None
+        and connection.last_refreshed_at is not None
+        and connection.last_refreshed_at >= request.asked_at
+    ):
+        return Outcome("refreshed by another caller", token=usable)
+    try:
+        response = _request_token(connection)
+    except kroger.KrogerError as exc:
+        return _refresh_failed(connection, exc, now=now, actor=request.actor)
+    return _refresh_succeeded(connection, response, now=now, actor=request.actor)
+
+
+def _backing_off(connection: Connection, now: datetime) -> Outcome:
+    """A failed refresh is backing off: Kroger is not called (every caller meanwhile would
+    otherwise wait for its own timeout, one after another, behind the lock). The token it
+    could not renew may expire meanwhile: the connection is then Offline, and people are
+    told once, as when a refresh fails with no token left."""
+    notice = Notice.NONE
+    if connection.status == ConnectionStatus.ONLINE and connection.token_valid_for(
+        now
+    ) <= timedelta(0):
+        told_already = connection.failure_notified
+        connection.set_state(
+            status=ConnectionStatus.OFFLINE,
+            status_reason=f"{KROGER_UNREACHABLE}: the last refresh failed and the access token "
+            "has expired; the portal will try again.",
+            failure_notified=True,
+        )
+        logger.warning(
+            "Connection %s: token expired while backing off, now offline", connection.code
+        )
+        notice = Notice.NONE if told_already else Notice.FAILURE
+    assert connection.next_refresh_at is not None
+    reason = connection.status_reason or f"{KROGER_UNREACHABLE}: the last refresh failed."
+    error = TokenUnavailable(
+        "kroger_unavailable", f"{reason} Next try at {connection.next_refresh_at:%H:%M:%S} UTC."
+    )
+    return Outcome(
+        "backing off" + (", token expired: offline" if notice is Notice.FAILURE else ""),
+        token=connection.usable_token(now),
+        error=error,
+        notice=notice,
+        notice_detail=connection.status_reason,
+    )
+
+
+@sensitive_variables()  # its locals and the frames below it hold the client secret
+def _request_token(connection: Connection) -> kroger.TokenResponse:
+    client = connection.client
+    if client.grant_type == GrantType.CLIENT_CREDENTIALS:
+        return kroger.client_credentials(
+            environment=connection.environment,
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            scopes=connection.scope_names(),
+        )
+    if not connection.refresh_token:
+        raise kroger.KrogerError(
+            "invalid_grant",
+            "No refresh token is stored for this connection. Authorize it again.",
+            grant=kroger.REFRESH,
+        )
+    return kroger.refresh_token(
+        environment=connection.environment,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        refresh_token=connection.refresh_token,
+    )
+
+
+def _refresh_succeeded(
+    connection: Connection, response: kroger.TokenResponse, *, now: datetime, actor: Actor
+) -> Outcome:
+    recovered = connection.failure_notified
+    rotated = bool(response.refresh_token)
+    try:
+        # A savepoint: if the save fails, the transaction stays usable to record that.
+        with transaction.atomic():
+            # When the answer came: a renewal that waited for this one uses it.
+            connection.last_refreshed_at = timezone.now()
+            connection.failure_notified = False
+            connection.store_tokens(
+                access_token=response.access_token,
+                expires_in=response.expires_in,
+                refresh_token=response.refresh_token,
+                granted_scopes=response.scope,
+                now=now,
+            )
+            actor.record(
+                AuditAction.REFRESHED,
+                connection,
+                f"New access token valid for {response.expires_in // 60} minutes"
+                + ("; the refresh token was rotated" if rotated else ""),
+            )
+    except DatabaseError as exc:
+        return _save_failed(connection, exc, rotated=rotated, actor=actor)
+    assert connection.token_expires_at is not None
+    return Outcome(
+        f"refreshed, valid until {connection.token_expires_at:%H:%M:%S} UTC",
+        token=connection.current_token(),
+        notice=Notice.RECOVERY if recovered else Notice.NONE,
+    )
+
+
+def _save_failed(
+    connection: Connection, exc: DatabaseError, *, rotated: bool, actor: Actor
+) -> Outcome:
+    # Only the exception's class: database messages can quote the values being written.
+    logger.error(
+        "Could not save the token Kroger issued for connection %s: %s",
+        connection.code,
+        type(exc).__name__,
+    )
+    connection.refresh_from_db()  # drop the unsaved values; the row still holds the old ones
+    if rotated and connection.grant_type == GrantType.AUTHORIZATION_CODE:
+        # Kroger has already invalidated the stored refresh token: retrying cannot work.
+        error = kroger.KrogerError(
+            "invalid_grant",
+            "Kroger issued a new refresh token but the portal could not save it, so the "
+            "stored one no longer works. Authorize the connection again.",
+            grant=kroger.REFRESH,
+        )
+    else:
+        error = kroger.KrogerError(
+            "server", "The portal could not save the new access token.", grant=kroger.REFRESH
+        )
+    return _refresh_failed(connection, error, now=timezone.now(), actor=actor)
+
+
+def _refresh_failed(
+    connection: Connection, exc: kroger.KrogerError, *, now: datetime, actor: Actor
+) -> Outcome:
+    """The failure policy. Stored tokens are kept: a failure never wipes them.
+
+    A dead grant needs a person, so the worker stops trying and people are told. Anything
+    else is retried with a growing backoff; while the stored token is still usable the
+    connection stays Online, and once nothing usable is left it is Offline and people are
+    told once.
+    """
+    failures = connection.refresh_failures + 1
+    status_before = connection.status
+    http = f" (HTTP {exc.status})" if exc.status else ""
+    why = f"{exc.kind}{http}: {exc.message}"
+    notice = Notice.NONE
+    if exc.grant_dead:
+        connection.set_state(
+            status=ConnectionStatus.OFFLINE,
+            status_reason=NEEDS_REAUTHORIZATION,
+            refresh_failures=failures,
+            next_refresh_at=None,
+            failure_notified=True,
+        )
+        code, notice = "needs_reauthorization", Notice.FAILURE
+    else:
+        retry_at = now + refresh_backoff(failures)
+        prefix = KROGER_UNREACHABLE if exc.transient else "Kroger refused the refresh"
+        fields: dict[str, Any] = {"refresh_failures": failures, "next_refresh_at": retry_at}
+        if connection.usable_token(now) is None:
+            # Nothing usable left (expired, or Offline: refused by Kroger): say so, and
+            # tell people once.
+            fields["status"] = ConnectionStatus.OFFLINE
+            fields["status_reason"] = f"{prefix}: {exc.message}"[:255]
+            if not connection.failure_notified:
+                fields["failure_notified"] = True
+                notice = Notice.FAILURE
+        connection.set_state(**fields)
+        why += f" Next try at {retry_at:%H:%M:%S} UTC."
+        code = "kroger_unavailable"
+    actor.record(AuditAction.REFRESH_FAILED, connection, why)
+    logger.warning(
+        "Refresh of connection %s failed: kind=%s status=%s (was %s, now %s)",
+        connection.code,
+        exc.kind,
+        exc.status,
+        status_before,
+        connection.status,
+    )
+    reason = f"{NEEDS_REAUTHORIZATION}: {exc.message}" if exc.grant_dead else exc.message
+    return Outcome(
+        f"refresh failed ({exc.kind}{http}), {connection.get_status_display().lower()}",
+        token=connection.usable_token(now),
+        error=TokenUnavailable(code, reason),
+        notice=notice,
+        notice_detail=exc.message,
+    )
+
+
+# --- Authorizing, disconnecting ---------------------------------------------------------------
+
+
+def authorize_client_credentials(connection: Connection, *, actor: Actor) -> Connection:
+    """A client-credentials connection is authorized by its first token: no consent page.
+    Raises kroger.KrogerError when Kroger refuses."""
+    return authorize_with(connection, _request_token(connection), actor=actor)
+
+
+def authorize_with(
+    connection: Connection, response: kroger.TokenResponse, *, actor: Actor
+) -> Connection:
+    """Keep the tokens of a new consent (or a first client-credentials token); returns the
+    connection as stored.
+
+    Under the row lock, so that a refresh in flight cannot overwrite them afterwards.
+    Kroger need not return ``scope``: then the scopes requested are the ones granted.
+    People who were told of a failure are told now that it works again.
+    """
+    with transaction.atomic():
+        locked = Connection.objects.select_for_update(of=("self",)).get(pk=connection.pk)
+        now = timezone.now()
+        recovered = locked.failure_notified
+        locked.failure_notified = False
+        locked.authorized_at = now
+        locked.store_tokens(
+            access_token=response.access_token,
+            expires_in=response.expires_in,
+            refresh_token=response.refresh_token,
+            granted_scopes=connection.scope_string() if response.scope is None else response.scope,
+            now=now,
+        )
+        actor.record(
+            AuditAction.AUTHORIZED,
+            locked,
+            f"{locked.get_environment_display()}, scopes granted: "
+            f"{locked.granted_scopes or 'none'}",
+        )
+    notifications.announce(
+        locked,
+        Outcome("authorized", notice=Notice.RECOVERY if recovered else Notice.NONE),
+    )
+    return locked
+
+
+def disconnect(connection: Connection, *, actor: Actor) -> Connection:
+    """Forget the stored tokens. Kroger has no revocation endpoint: the grant stays valid
+    at Kroger until it expires or the shopper removes it. Under the row lock, so that a
+    refresh in flight cannot store a token after this."""
+    with transaction.atomic():
+        locked = Connection.objects.select_for_update(of=("self",)).get(pk=connection.pk)
+        locked.forget_tokens()
+        actor.record(
+            AuditAction.DISCONNECTED,
+            locked,
+            "Stored tokens forgotten (Kroger has no revocation endpoint).",
+        )
+    return locked
+
+
+# --- Testing -----------------------------------------------------------------------------------
+
+
+def connection_test_endpoint(connection: Connection) -> str:
+    """The one API call "Test connection" makes, chosen from the scopes and environment."""
+    scopes = set(connection.granted_scopes.split()) or set(connection.scope_names())
+    if (
+        connection.grant_type == GrantType.AUTHORIZATION_CODE
+        and "profile.compact" in scopes
+        and connection.environment == Environment.PRODUCTION
+    ):
+        return "identity/profile"
+    if connection.grant_type == GrantType.CLIENT_CREDENTIALS or "product.compact" not in scopes:
+        return "locations"
+    return "products"
+
+
+def run_connection_test(connection: Connection, *, actor: Actor) -> ConnectionTest:
+    """One real API call with the connection's token; updates the status to match.
+
+    Kroger forbids storing the shopper's profile ID: it is neither kept nor shown.
+    """
+    endpoint = connection_test_endpoint(connection)
+    try:
+        connection, token = _obtain(connection, Actor(label=actor.label or "connection test"))
+        result = _call_test_endpoint(connection, endpoint, token.access_token)
+    except TokenUnavailable as exc:
+        result = ConnectionTest(False, endpoint, exc.reason)
+    except kroger.KrogerError as exc:
+        result = ConnectionTest(False, endpoint, exc.message)
+        if not exc.transient and not connection.needs_reauthorization:
+            connection.set_state(
+                status=ConnectionStatus.OFFLINE,
+                status_reason=f"Test failed: {exc.message}"[:255],
+            )
+    else:
+        if connection.status == ConnectionStatus.OFFLINE and not connection.needs_reauthorization:
+            connection.set_state(status=ConnectionStatus.ONLINE, status_reason="")
+    actor.record(
+        AuditAction.TESTED,
+        connection,
+        f"{endpoint}: {'ok' if result.ok else 'failed'}. {result.message}",
+    )
+    return result
+
+
+def _call_test_endpoint(connection: Connection, endpoint: str, access_token: str) -> ConnectionTest:
+    environment = connection.environment
+    if endpoint == "identity/profile":
+        kroger.get_profile(environment=environment, access_token=access_token)
+        return ConnectionTest(True, endpoint, "Kroger answered: the token belongs to a shopper.")
+    if endpoint == "locations":
+        body = kroger.get_locations(environment=environment, access_token=access_token)
+        count = len(body.get("data") or [])
+        return ConnectionTest(True, endpoint, f"Kroger answered: {count} stores near 45202.")
+    body = kroger.get_products(environment=environment, access_token=access_token)
+    count = len(body.get("data") or [])
+    return ConnectionTest(True, endpoint, f"Kroger answered: {count} products for “milk”.")
