@@ -22,7 +22,7 @@ from connections_app.models import (
     ServiceKey,
     TokenUnavailable,
 )
-from tests.keepalive import authorize, make_offline
+from tests.connection_states import authorize, make_offline
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ import pytest
 from connections_app.models import Connection, ConnectionStatus
 from tests.accessibility import assert_accessible
 from tests.conftest import sign_in
+from tests.connection_states import authorize, reloaded
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, reloaded
 
 pytestmark = [
     pytest.mark.browser,

@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from connections_app import lifecycle
 from connections_app.lifecycle import Actor
 from connections_app.models import AuditAction, AuditEvent, Connection, TokenUnavailable
+from tests.connection_states import authorize, expire
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, expire
 
 pytestmark = pytest.mark.django_db
 

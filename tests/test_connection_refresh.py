@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from connections_app.models import AuditAction, AuditEvent, Connection, ConnectionStatus
+from tests.connection_states import authorize, reloaded
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, reloaded
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ from connections_app.models import (
     Environment,
     Scope,
 )
+from tests.connection_states import authorize, cc_connection, make_offline, reloaded
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, cc_connection, make_offline, reloaded
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ import pytest
 from django.core.management import call_command
 
 from connections_app.models import Connection, Scope
+from tests.connection_states import authorize, reloaded
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, reloaded
 
 pytestmark = pytest.mark.django_db
 

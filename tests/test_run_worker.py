@@ -12,8 +12,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from connections_app.models import AuditAction, AuditEvent, Connection, Scope
+from tests.connection_states import authorize, reloaded
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, reloaded
 
 
 # Transactional: the worker closes stale database connections between passes, as a

@@ -21,8 +21,8 @@ from connections_app.models import (
     ConnectionStatus,
     Scope,
 )
+from tests.connection_states import authorize, cc_connection, reloaded
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize, cc_connection, reloaded
 
 
 def shopper_connection(

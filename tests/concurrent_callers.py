@@ -1,4 +1,5 @@
-"""Helpers for the token-lifecycle tests: connections authorized at the fake Kroger."""
+"""Callers of a connection's token in other processes, released together: what a served portal
+with several workers does."""
 
 from __future__ import annotations
 
@@ -6,62 +7,9 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from django.utils import timezone
-
-from connections_app.models import (
-    Connection,
-    ConnectionStatus,
-    Environment,
-    GrantType,
-    OAuthClient,
-    Scope,
-)
 from tests.fakes.fake_kroger import FakeKroger
-
-ALL_SCOPES = {"product.compact", "cart.basic:write", "profile.compact"}
-
-
-def authorize(
-    connection: Connection, fake: FakeKroger, *, valid_for: timedelta = timedelta(minutes=30)
-) -> Connection:
-    """Give the connection real tokens from the fake, as if consent had just happened;
-    ``valid_for`` sets how long the portal believes its access token lasts (negative: expired)."""
-    client = connection.client
-    fake.register_client(client.client_id, client.client_secret, ALL_SCOPES)
-    scopes = sorted(scope.name for scope in connection.scopes.all())
-    access, refresh = fake.issue_tokens(client.client_id, scopes)
-    if client.grant_type == GrantType.CLIENT_CREDENTIALS:
-        refresh = ""
-    connection.store_tokens(
-        access_token=access, expires_in=1800, refresh_token=refresh, granted_scopes=" ".join(scopes)
-    )
-    connection.authorized_at = timezone.now() - timedelta(hours=1)
-    connection.token_expires_at = timezone.now() + valid_for
-    connection.save()
-    return connection
-
-
-def cc_connection(cc_client: OAuthClient, owner: Any, name: str = "Catalogue") -> Connection:
-    connection = Connection.objects.create(
-        name=name, environment=Environment.CERTIFICATION, client=cc_client, created_by=owner
-    )
-    connection.scopes.set(Scope.objects.filter(name="product.compact"))
-    return connection
-
-
-def expire(connection: Connection) -> Connection:
-    connection.token_expires_at = timezone.now() - timedelta(minutes=1)
-    connection.save()
-    return connection
-
-
-def reloaded(connection: Connection) -> Connection:
-    return Connection.objects.select_related("client").get(pk=connection.pk)
-
 
 # A process asking for the token from several threads at one moment; prints the answers.
 ASKER = """
@@ -138,8 +86,3 @@ def ask_in_processes(
         assert child.returncode == 0, err
         results += json.loads(out.strip().splitlines()[-1])
     return results
-
-
-def make_offline(connection: Connection, reason: str) -> None:
-    """Put the connection Offline with ``reason``, as a failed refresh or test would."""
-    connection.set_state(status=ConnectionStatus.OFFLINE, status_reason=reason[:255])
