@@ -18,7 +18,7 @@ def is_loopback(host: str | None) -> bool:
 
 def url_allowed(url: str, *, loopback_http: bool) -> bool:
     """An address with a host, over https; plain http only for a loopback host when
-    ``loopback_http`` (a local fake Kroger, or the portal in development)."""
+    ``loopback_http`` (the portal itself, served on this machine in development)."""
     parts = urlsplit(url)
     allowed = {"https"} | ({"http"} if loopback_http and is_loopback(parts.hostname) else set())
     return bool(parts.hostname) and parts.scheme in allowed
