@@ -1,18 +1,30 @@
-"""Sign-up rules: the first account administers the portal; later ones need an allowed domain."""
+"""Who may have an account and how they sign in.
+
+The first account administers the portal; later password sign-ups need an allowed domain. Team
+SSO (one OpenID Connect app, ``provider_id`` ``sso``) creates an account only for an address the
+identity provider has verified (and, with ``ALLOWED_SIGNUP_DOMAINS``, in one of those domains),
+links an existing account with that address, and, when ``SSO_OIDC_*_GROUPS`` are set, sets the
+person's role from the ``groups`` claim at every SSO sign-in.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from allauth.account import forms
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
-from connections_app.access import VIEWERS
+from connections_app.access import EDITORS, VIEWERS, role_of
+from connections_app.models import AuditAction, AuditEvent
 
 
 def portal_is_empty() -> bool:
@@ -24,12 +36,33 @@ def email_domain_allowed(email: str) -> bool:
     return domain in settings.ALLOWED_SIGNUP_DOMAINS
 
 
-class AccountAdapter(DefaultAccountAdapter):
-    def is_open_for_signup(self, request: HttpRequest) -> bool:
-        return portal_is_empty() or bool(settings.ALLOWED_SIGNUP_DOMAINS)
+def password_sign_in_allowed(user: Any) -> bool:
+    """With ``PASSWORD_SIGN_IN=false`` only SSO signs people in, except superusers when
+    ``BREAK_GLASS_PASSWORD_SIGN_IN=true`` (for when the identity provider is down)."""
+    if settings.PASSWORD_SIGN_IN:
+        return True
+    return bool(settings.BREAK_GLASS_PASSWORD_SIGN_IN and user.is_superuser)
 
-    def clean_email(self, email: str) -> str:
-        email = super().clean_email(email)
+
+def enrol(user: Any, save: Any) -> None:
+    """Save a new account: the first one administers the portal, later ones are Viewers.
+
+    Sign-ups queue on the Viewers row, so two people signing up at once on an empty portal
+    cannot both see it empty and both become administrators. ``save`` stores the user."""
+    with transaction.atomic():
+        viewers = Group.objects.select_for_update().get(name=VIEWERS)
+        first = portal_is_empty()
+        if first:
+            user.is_staff = True
+            user.is_superuser = True
+        save()
+        if not first:
+            user.groups.add(viewers)
+
+
+class SignupForm(forms.SignupForm):
+    def clean_email(self) -> str:
+        email: str = super().clean_email()
         if not portal_is_empty() and not email_domain_allowed(email):
             allowed = ", ".join(f"@{d}" for d in settings.ALLOWED_SIGNUP_DOMAINS)
             raise ValidationError(
@@ -38,17 +71,141 @@ class AccountAdapter(DefaultAccountAdapter):
             )
         return email
 
+
+class AccountAdapter(DefaultAccountAdapter):
+    def is_open_for_signup(self, request: HttpRequest) -> bool:
+        if not settings.PASSWORD_SIGN_IN:
+            return False
+        return portal_is_empty() or bool(settings.ALLOWED_SIGNUP_DOMAINS)
+
     def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> Any:
         user = super().save_user(request, user, form, commit=False)
-        with transaction.atomic():
-            # Sign-ups queue on the Viewers row, so two people signing up at once on an empty
-            # portal cannot both see it empty and both become administrators.
-            viewers = Group.objects.select_for_update().get(name=VIEWERS)
-            first = portal_is_empty()
-            if first:
-                user.is_staff = True
-                user.is_superuser = True
-            user.save()
-            if not first:
-                user.groups.add(viewers)
+        enrol(user, user.save)
         return user
+
+    def pre_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> HttpResponse | None:
+        via_sso = bool((kwargs.get("signal_kwargs") or {}).get("sociallogin"))
+        if not via_sso and not password_sign_in_allowed(user):
+            return refuse(
+                request,
+                "Password sign-in is off",
+                f"This portal signs people in through {settings.SSO_OIDC_NAME}. "
+                f"Use “Sign in with {settings.SSO_OIDC_NAME}”.",
+            )
+        return super().pre_login(request, user, **kwargs)
+
+
+def refuse(request: HttpRequest, title: str, reason: str) -> HttpResponse:
+    return render(
+        request, "account/sign_in_refused.html", {"title": title, "reason": reason}, status=403
+    )
+
+
+def claims_of(sociallogin: Any) -> dict[str, Any]:
+    """What the identity provider said about the person: the ID token's claims, overlaid by
+    the userinfo answer (allauth keeps both in ``extra_data``)."""
+    data = sociallogin.account.extra_data or {}
+    claims: dict[str, Any] = {}
+    for part in ("id_token", "userinfo"):
+        if isinstance(data.get(part), dict):
+            claims.update(data[part])
+    return claims
+
+
+def sso_groups(claims: dict[str, Any]) -> set[str]:
+    groups = claims.get("groups") or []
+    if isinstance(groups, str):
+        groups = [groups]
+    return {str(group) for group in groups}
+
+
+def sso_reports_mfa(sociallogin: Any) -> bool:
+    """The identity provider says it checked a second factor (``amr`` contains ``mfa``)."""
+    amr = claims_of(sociallogin).get("amr") or []
+    return "mfa" in (amr if isinstance(amr, list) else [amr])
+
+
+def apply_sso_role(user: Any, claims: dict[str, Any]) -> None:
+    """Set the role from the ``groups`` claim, for each of editor and administrator whose
+    ``SSO_OIDC_*_GROUPS`` is set (demotion included), and record any change."""
+    editor_groups = set(settings.SSO_OIDC_EDITORS_GROUPS)
+    admin_groups = set(settings.SSO_OIDC_ADMINS_GROUPS)
+    if not editor_groups and not admin_groups:
+        return
+    groups = sso_groups(claims)
+    before = role_of(user)
+    with transaction.atomic():
+        if admin_groups:
+            admin = bool(groups & admin_groups)
+            user.is_superuser = user.is_staff = admin
+            user.save(update_fields=["is_superuser", "is_staff"])
+        viewers, editors = Group.objects.get(name=VIEWERS), Group.objects.get(name=EDITORS)
+        user.groups.add(viewers)
+        if editor_groups:
+            if groups & editor_groups:
+                user.groups.add(editors)
+            else:
+                user.groups.remove(editors)
+        # Permissions are cached per instance: the new role counts from this request on.
+        for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+            user.__dict__.pop(cache, None)
+        after = role_of(user)
+        if after != before:
+            AuditEvent.record(
+                AuditAction.ROLE_CHANGED,
+                actor=user,
+                subject=user.email,
+                detail=f"{before or 'No role'} → {after or 'No role'}, "
+                f"from the groups claim of {settings.SSO_OIDC_NAME}",
+            )
+
+
+class SocialAccountAdapter(DefaultSocialAccountAdapter):
+    def pre_social_login(self, request: HttpRequest, sociallogin: Any) -> None:
+        """Runs after the identity provider answered and allauth looked the person up."""
+        if sociallogin.is_existing:
+            apply_sso_role(sociallogin.user, claims_of(sociallogin))
+            return
+        claims = claims_of(sociallogin)
+        email = str(claims.get("email") or "")
+        if not email or not _is_true(claims.get("email_verified")):
+            raise ImmediateHttpResponse(
+                refuse(
+                    request,
+                    "Your address is not verified",
+                    f"{settings.SSO_OIDC_NAME} did not confirm that {email or 'your address'} "
+                    "is yours, so the portal cannot make an account for it. Verify the address "
+                    f"at {settings.SSO_OIDC_NAME}, or ask an administrator to add you.",
+                )
+            )
+        if settings.ALLOWED_SIGNUP_DOMAINS and not email_domain_allowed(email):
+            allowed = ", ".join(f"@{d}" for d in settings.ALLOWED_SIGNUP_DOMAINS)
+            raise ImmediateHttpResponse(
+                refuse(
+                    request,
+                    "This address cannot join the portal",
+                    f"New accounts are open only to {allowed} addresses, and {email} is not "
+                    "one. Sign in with your work account, or ask an administrator to add you.",
+                )
+            )
+
+    def is_open_for_signup(self, request: HttpRequest, sociallogin: Any) -> bool:
+        return True  # pre_social_login has already refused whoever may not join
+
+    def save_user(self, request: HttpRequest, sociallogin: Any, form: Any = None) -> Any:
+        user = sociallogin.user
+        user.set_unusable_password()
+        get_adapter().populate_username(request, user)
+        enrol(user, lambda: sociallogin.save(request))
+        apply_sso_role(user, claims_of(sociallogin))
+        return user
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def get_adapter() -> DefaultAccountAdapter:
+    from allauth.account.adapter import get_adapter as account_adapter
+
+    return account_adapter()

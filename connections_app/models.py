@@ -587,6 +587,7 @@ class AuditAction(models.TextChoices):
     SERVICE_KEY_CHANGED = "service_key_changed", "Service key edited"
     SERVICE_KEY_DELETED = "service_key_deleted", "Service key deleted"
     KEYS_ROTATED = "keys_rotated", "Encryption keys rotated"
+    ROLE_CHANGED = "role_changed", "Role changed"
 
 
 class AuditEvent(models.Model):
@@ -635,9 +636,10 @@ class AuditEvent(models.Model):
         connection: Connection | None = None,
         client: OAuthClient | None = None,
         service_key: ServiceKey | None = None,
+        subject: str = "",
         detail: str = "",
     ) -> AuditEvent:
-        subject = str(connection or client or service_key or "")
+        subject = subject or str(connection or client or service_key or "")
         user = actor if getattr(actor, "is_authenticated", False) else None
         return cls.objects.create(
             action=action,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -81,6 +82,11 @@ def env_url(name: str, default: str, *, loopback_http: bool = False) -> str:
     return value
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 DEBUG = env_bool("DEBUG", False)
 
 INSECURE_SECRET_KEYS = {"", "change-me", "changeme", "django-insecure-development-only"}
@@ -128,6 +134,57 @@ KROGER_TIMEOUT_SECONDS = env_int("KROGER_TIMEOUT_SECONDS", 15)
 
 ALLOWED_SIGNUP_DOMAINS = [d.lower().lstrip("@") for d in env_list("ALLOWED_SIGNUP_DOMAINS")]
 
+
+def oidc_providers(name: str, issuer: str, client_id: str, secret: str) -> dict[str, Any]:
+    """allauth's configuration of the one OpenID Connect app (``provider_id`` ``sso``); its
+    endpoints come from the issuer's discovery document."""
+    return {
+        "openid_connect": {
+            "OAUTH_PKCE_ENABLED": True,
+            "APPS": [
+                {
+                    "provider_id": "sso",
+                    "name": name,
+                    "client_id": client_id,
+                    "secret": secret,
+                    "settings": {"server_url": issuer, "token_auth_method": "client_secret_basic"},
+                }
+            ],
+        }
+    }
+
+
+SSO_OIDC_NAME = env_str("SSO_OIDC_NAME")
+SSO_OIDC_ISSUER = env_str("SSO_OIDC_ISSUER")
+SSO_OIDC_CLIENT_ID = env_str("SSO_OIDC_CLIENT_ID")
+SSO_OIDC_CLIENT_SECRET = env_secret("SSO_OIDC_CLIENT_SECRET")
+_sso_values = {
+    "SSO_OIDC_NAME": SSO_OIDC_NAME,
+    "SSO_OIDC_ISSUER": SSO_OIDC_ISSUER,
+    "SSO_OIDC_CLIENT_ID": SSO_OIDC_CLIENT_ID,
+    "SSO_OIDC_CLIENT_SECRET": SSO_OIDC_CLIENT_SECRET,
+}
+if any(_sso_values.values()) and not all(_sso_values.values()):
+    missing = ", ".join(name for name, value in _sso_values.items() if not value)
+    raise ConfigError(f"SSO is half configured: also set {missing} (see README 'Team SSO')")
+if SSO_OIDC_ISSUER:
+    env_url("SSO_OIDC_ISSUER", "", loopback_http=True)
+SOCIALACCOUNT_PROVIDERS = (
+    oidc_providers(SSO_OIDC_NAME, SSO_OIDC_ISSUER, SSO_OIDC_CLIENT_ID, SSO_OIDC_CLIENT_SECRET)
+    if SSO_OIDC_ISSUER
+    else {}
+)
+# The address to register at the identity provider.
+SSO_OIDC_REDIRECT_URI = f"{SITE_URL}/accounts/oidc/sso/login/callback/"
+# Values of the ``groups`` claim that make someone an editor or an administrator at each SSO
+# sign-in. Unset, roles stay as administrators set them.
+SSO_OIDC_EDITORS_GROUPS = env_list("SSO_OIDC_EDITORS_GROUPS")
+SSO_OIDC_ADMINS_GROUPS = env_list("SSO_OIDC_ADMINS_GROUPS")
+PASSWORD_SIGN_IN = env_bool("PASSWORD_SIGN_IN", True)
+BREAK_GLASS_PASSWORD_SIGN_IN = env_bool("BREAK_GLASS_PASSWORD_SIGN_IN", False)
+if not PASSWORD_SIGN_IN and not SSO_OIDC_ISSUER:
+    raise ConfigError("PASSWORD_SIGN_IN=false needs SSO: set the SSO_OIDC_* variables")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -138,6 +195,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "allauth",
     "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
     "csp",
     "connections_app",
 ]
@@ -168,6 +227,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "connections_app.context_processors.sign_in",
             ],
         },
     },
@@ -219,6 +279,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 ACCOUNT_ADAPTER = "connections_app.accounts.AccountAdapter"
+ACCOUNT_FORMS = {"signup": "connections_app.accounts.SignupForm"}
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_UNIQUE_EMAIL = True
@@ -234,6 +295,13 @@ if ALLOWED_SIGNUP_DOMAINS and ACCOUNT_EMAIL_VERIFICATION != "mandatory" and not 
         "ACCOUNT_EMAIL_VERIFICATION must be mandatory when ALLOWED_SIGNUP_DOMAINS is set: "
         "sign-up by domain is safe only for addresses people have proven they own"
     )
+SOCIALACCOUNT_ADAPTER = "connections_app.accounts.SocialAccountAdapter"
+# The identity provider vouches for the address (``email_verified``): sign-ups through it need
+# no e-mail confirmation, and an account with the same address is signed in and linked.
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_REQUESTS_TIMEOUT = 10
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = True
 ACCOUNT_SESSION_REMEMBER = None
 LOGIN_REDIRECT_URL = "/"
@@ -281,7 +349,12 @@ CONTENT_SECURITY_POLICY = {
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "frame-ancestors": ["'none'"],
-        "form-action": ["'self'", *[url for url in KROGER_BASE_URLS.values()]],
+        # Forms redirect to Kroger's consent page and to the identity provider's sign-in.
+        "form-action": [
+            "'self'",
+            *[url for url in KROGER_BASE_URLS.values()],
+            *([_origin(SSO_OIDC_ISSUER)] if SSO_OIDC_ISSUER else []),
+        ],
     }
 }
 SECURE_CONTENT_TYPE_NOSNIFF = True

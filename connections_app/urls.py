@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
-from connections_app import api, service_keys, views
+from connections_app import account_views, api, service_keys, views
 
 handler403 = views.permission_denied
 
@@ -41,6 +41,7 @@ urlpatterns = [
         service_keys.service_key_revoke,
         name="service_key_revoke",
     ),
+    re_path(r"^accounts/password/reset/", account_views.password_reset),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

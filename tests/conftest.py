@@ -20,6 +20,7 @@ from django.contrib.auth.models import Group, Permission
 from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
 from connections_app.models import Connection, Environment, GrantType, OAuthClient, Scope
 from tests.fakes import tls
+from tests.fakes.fake_idp import FakeIdentityProvider
 from tests.fakes.fake_kroger import FakeKroger
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -194,6 +195,36 @@ def fake_kroger(settings: Any) -> Iterator[FakeKroger]:
     settings.CONTENT_SECURITY_POLICY = policy
     yield fake
     fake.stop()
+
+
+# --- Test identity provider (team SSO) -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def identity_provider(live_server: Any) -> Iterator[FakeIdentityProvider]:
+    """A real OpenID Connect provider (django-oauth-toolkit) in its own process, over https."""
+    callback = "/accounts/oidc/sso/login/callback/"
+    # The browser reaches the live server; Django's test client is "testserver".
+    idp = FakeIdentityProvider(live_server.url + callback, "http://testserver" + callback)
+    idp.start()
+    yield idp
+    idp.stop()
+
+
+@pytest.fixture
+def sso(identity_provider: FakeIdentityProvider, settings: Any) -> FakeIdentityProvider:
+    """The portal configured for team SSO through the test identity provider, named "Acme"."""
+    from connections_app.settings import oidc_providers
+
+    idp = identity_provider
+    settings.SSO_OIDC_NAME = "Acme"
+    settings.SOCIALACCOUNT_PROVIDERS = oidc_providers(
+        "Acme", idp.issuer, idp.client_id, idp.client_secret
+    )
+    policy = copy.deepcopy(settings.CONTENT_SECURITY_POLICY)
+    policy["DIRECTIVES"]["form-action"] = [*policy["DIRECTIVES"]["form-action"], idp.origin]
+    settings.CONTENT_SECURITY_POLICY = policy
+    return idp
 
 
 # --- Browser ---------------------------------------------------------------------------------

@@ -65,6 +65,17 @@ def test_a_good_production_configuration_starts() -> None:
             {"ALLOWED_SIGNUP_DOMAINS": "team.example", "ACCOUNT_EMAIL_VERIFICATION": "none"},
             "ACCOUNT_EMAIL_VERIFICATION",
         ),
+        ({"SSO_OIDC_NAME": "Acme", "SSO_OIDC_ISSUER": "https://id.example"}, "SSO_OIDC_CLIENT_ID"),
+        (
+            {
+                **dict.fromkeys(
+                    ("SSO_OIDC_NAME", "SSO_OIDC_CLIENT_ID", "SSO_OIDC_CLIENT_SECRET"), "x"
+                ),
+                "SSO_OIDC_ISSUER": "http://id.example",
+            },
+            "SSO_OIDC_ISSUER",
+        ),
+        ({"PASSWORD_SIGN_IN": "false"}, "PASSWORD_SIGN_IN"),
     ],
 )
 def test_it_refuses_to_start_with_one_line_naming_the_variable(
@@ -106,4 +117,20 @@ def test_it_refuses_a_plain_http_kroger_url_even_on_loopback_and_in_debug(debug:
 
 def test_sign_up_by_domain_requires_confirmed_addresses_by_default() -> None:
     result = run_check(ALLOWED_SIGNUP_DOMAINS="team.example", ACCOUNT_EMAIL_VERIFICATION=None)
+    assert result.returncode == 0, result.stderr
+
+
+def test_sso_is_configured_by_four_variables_and_the_secret_may_come_from_a_file(
+    tmp_path: Path,
+) -> None:
+    secret_file = tmp_path / "sso-secret"
+    secret_file.write_text("s3cret\n")
+    sso = {
+        "SSO_OIDC_NAME": "Acme",
+        "SSO_OIDC_ISSUER": "https://id.example/realms/team",
+        "SSO_OIDC_CLIENT_ID": "portal",
+        "SSO_OIDC_CLIENT_SECRET_FILE": str(secret_file),
+        "PASSWORD_SIGN_IN": "false",
+    }
+    result = run_check(**sso)
     assert result.returncode == 0, result.stderr

@@ -107,3 +107,22 @@ class TLSServerMixin:
             super().finish_request(wrapped, client_address)  # type: ignore[misc]
         finally:
             wrapped.close()  # wrap_socket detached ``request``: closing it would do nothing
+
+
+def export_server_cert(directory: Path) -> tuple[Path, Path]:
+    """Write the stand-ins' certificate chain and key for a stand-in in another process."""
+    cert = server_cert()
+    chain, key = directory / "server-chain.pem", directory / "server-key.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    key.write_bytes(cert.private_key_pem.bytes())
+    key.chmod(0o600)
+    return chain, key
+
+
+def use_exported_server_cert(chain: Path, key: Path) -> None:
+    """In a stand-in's own process: serve the certificate ``export_server_cert`` wrote."""
+    global _context
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(chain), str(key))
+    with _lock:
+        _context = context

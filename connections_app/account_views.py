@@ -1,0 +1,16 @@
+"""Pages about people and their sign-ins, next to allauth's own."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import resolve
+
+
+def password_reset(request: HttpRequest) -> HttpResponse:
+    """allauth's password reset pages, which are gone when only SSO signs people in."""
+    if not settings.PASSWORD_SIGN_IN:
+        raise Http404("Password reset is off: sign in through team SSO.")
+    match = resolve(request.path_info.removeprefix("/accounts"), "allauth.urls")
+    response: HttpResponse = match.func(request, *match.args, **match.kwargs)
+    return response
