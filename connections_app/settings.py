@@ -168,7 +168,7 @@ if any(_sso_values.values()) and not all(_sso_values.values()):
     missing = ", ".join(name for name, value in _sso_values.items() if not value)
     raise ConfigError(f"SSO is half configured: also set {missing} (see README 'Team SSO')")
 if SSO_OIDC_ISSUER:
-    env_url("SSO_OIDC_ISSUER", "", loopback_http=True)
+    env_url("SSO_OIDC_ISSUER", "")
 SOCIALACCOUNT_PROVIDERS = (
     oidc_providers(SSO_OIDC_NAME, SSO_OIDC_ISSUER, SSO_OIDC_CLIENT_ID, SSO_OIDC_CLIENT_SECRET)
     if SSO_OIDC_ISSUER

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from connections_app.access import ADMINISTRATORS, EDITORS, VIEWERS, role_of
+from connections_app.access import EDITORS, VIEWERS, role_of
 from connections_app.models import AuditAction, AuditEvent
 from tests.fakes.fake_idp import PASSWORD, FakeIdentityProvider
 

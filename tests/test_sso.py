@@ -99,8 +99,8 @@ def test_the_admins_group_makes_and_unmakes_an_administrator(
         .values_list("detail", flat=True)
     )
     assert [d.split(",")[0] for d in details] == [
-        "Editor → Administrator",
-        "Administrator → Editor",
+        "Editors → Administrators",
+        "Administrators → Editors",
     ]
 
 
