@@ -127,7 +127,9 @@ def seed(fake: Any) -> tuple[Any, Any, str]:
             granted_scopes="product.compact",
         )
         made.append(connection)
-    _, raw = ServiceKey.create_key(name="Bench service", all_connections=True)
+    _, raw = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Bench service", all_connections=True
+    )
     return made[0], made[1], raw
 
 

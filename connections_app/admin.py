@@ -23,13 +23,17 @@ from django.utils.text import capfirst
 from connections_app.forms import ConnectionRulesForm, banner_field, changed_labels
 from connections_app.models import (
     TOKENS_DISCARDED,
+    ApiBudget,
+    ApiUsage,
     AuditAction,
     AuditEvent,
     AuthorizationAttempt,
     Connection,
+    KeyQuota,
     OAuthClient,
     Scope,
     ServiceKey,
+    TokenHandout,
     changes_detail,
     client_id_validator,
     client_secret_validator,
@@ -73,7 +77,7 @@ class OAuthClientAdminForm(forms.ModelForm):
 
     class Meta:
         model = OAuthClient
-        fields = ["name", "environment", "grant_type", "client_id"]
+        fields = ["name", "environment", "grant_type", "client_id", "partner_api"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -105,6 +109,7 @@ class OAuthClientAdmin(admin.ModelAdmin):
         "client_id",
         "new_client_secret",
         "secret",
+        "partner_api",
         "code",
         "created_by",
         "created_at",
@@ -249,15 +254,35 @@ class ServiceKeyStateFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ServiceKeyAdminForm(forms.ModelForm):
+    class Meta:
+        model = ServiceKey
+        fields = ["name", "all_connections", "connections", "may_proxy", "may_fetch_tokens"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not cleaned.get("may_proxy") and not cleaned.get("may_fetch_tokens"):
+            self.add_error(
+                "may_proxy",
+                "Choose what the key may do: call Kroger through the portal, fetch access "
+                "tokens, or both.",
+            )
+        return cleaned
+
+
 @admin.register(ServiceKey)
 class ServiceKeyAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
     """The key itself is generated on save and shown once, on the page after "Save"."""
+
+    form = ServiceKeyAdminForm
 
     list_display = [
         "name",
         "key_prefix",
         "state",
         "all_connections",
+        "may_proxy",
+        "may_fetch_tokens",
         "expires_at",
         "last_used_at",
         "created_at",
@@ -272,12 +297,20 @@ class ServiceKeyAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
         "created_by",
         "created_at",
     ]
-    fields = ["name", "all_connections", "connections", "expires_at", *readonly_fields]
+    fields = [
+        "name",
+        "all_connections",
+        "connections",
+        "may_proxy",
+        "may_fetch_tokens",
+        "expires_at",
+        *readonly_fields,
+    ]
     filter_horizontal = ["connections"]
     actions = ["revoke_keys"]
 
     # What an edit may write: a full save would undo a revocation made meanwhile.
-    EDITABLE_FIELDS = ["name", "all_connections", "expires_at"]
+    EDITABLE_FIELDS = ["name", "all_connections", "may_proxy", "may_fetch_tokens", "expires_at"]
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if not change:
@@ -333,3 +366,74 @@ class ServiceKeyAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ServiceKey]) -> None:
         revoked = sum(key.revoke(actor=request.user) for key in queryset)
         self.message_user(request, f"Revoked {revoked} service key(s).", messages.SUCCESS)
+
+
+@admin.register(ApiUsage)
+class ApiUsageAdmin(ReadOnlyAdmin):
+    list_display = ["hour", "client", "api", "service_key", "count"]
+    list_filter = ["api", "client"]
+    list_select_related = ["client", "service_key"]
+    date_hierarchy = "hour"
+
+
+@admin.register(TokenHandout)
+class TokenHandoutAdmin(ReadOnlyAdmin):
+    list_display = ["hour", "service_key", "connection", "count", "first_at", "last_at"]
+    list_filter = ["service_key"]
+    list_select_related = ["service_key", "connection"]
+    date_hierarchy = "hour"
+
+
+class LimitAdmin(admin.ModelAdmin):
+    """Limits are edited here; the counts belong to the portal and are only shown. An edit
+    writes the limit alone: a full save would put back the count read when the page was
+    loaded, undoing every call counted meanwhile."""
+
+    list_editable = ["daily_limit"]
+    readonly_fields = ["calls", "window_started_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fixed = [self.owner_field, "api"] if obj is not None else []
+        return [*fixed, *self.readonly_fields]
+
+    owner_field = ""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["daily_limit"])
+        else:
+            super().save_model(request, obj, form, change)
+        limit = "no limit" if obj.daily_limit is None else f"{obj.daily_limit:,} calls a day"
+        owner = getattr(obj, self.owner_field)
+        AuditEvent.record(
+            self.audit_action,
+            actor=request.user,
+            **{self.audit_subject: owner},
+            detail=f"Daily limit of {obj.api_label}: {limit}",
+        )
+
+    audit_action = ""
+    audit_subject = ""
+
+
+@admin.register(ApiBudget)
+class ApiBudgetAdmin(LimitAdmin):
+    list_display = ["client", "api", "daily_limit", "calls", "window_started_at", "spent_until"]
+    list_filter = ["api", "client"]
+    list_select_related = ["client"]
+    fields = ["client", "api", "daily_limit", "calls", "window_started_at", "spent_until"]
+    readonly_fields = ["calls", "window_started_at", "spent_until"]
+    owner_field = "client"
+    audit_action = AuditAction.CLIENT_CHANGED
+    audit_subject = "client"
+
+
+@admin.register(KeyQuota)
+class KeyQuotaAdmin(LimitAdmin):
+    list_display = ["service_key", "api", "daily_limit", "calls", "window_started_at"]
+    list_filter = ["api"]
+    list_select_related = ["service_key"]
+    fields = ["service_key", "api", "daily_limit", "calls", "window_started_at"]
+    owner_field = "service_key"
+    audit_action = AuditAction.SERVICE_KEY_CHANGED
+    audit_subject = "service_key"

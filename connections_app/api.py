@@ -1,4 +1,5 @@
-"""The JSON API through which the team's own services fetch fresh access tokens.
+"""The JSON API through which the team's own services fetch fresh access tokens, or call
+Kroger through the portal (the proxy, ``proxy.py``) without ever holding a token.
 
 Services authenticate with a service key (``Authorization: Bearer kcp_…``), not a session, so
 these views are exempt from CSRF and read no cookies. Every response, errors included, carries
@@ -17,10 +18,10 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from connections_app import lifecycle
+from connections_app import lifecycle, proxy
 from connections_app.access import get_connection_for_service_key
 from connections_app.lifecycle import Actor
-from connections_app.models import AuditAction, AuditEvent, Connection, ServiceKey, TokenUnavailable
+from connections_app.models import Connection, ServiceKey, TokenHandout, TokenUnavailable
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
@@ -50,31 +51,40 @@ def _bearer(request: HttpRequest) -> str | None:
     return credentials.strip()
 
 
-def api_view(view: Callable[..., HttpResponse]) -> ApiView:
-    """GET only, never cached, and a JSON 404 for connections the key may not see."""
+def api_view_for(*methods: str) -> Callable[[ApiView], ApiView]:
+    """Only ``methods``, never cached, and a JSON 404 for connections the key may not see."""
+    allowed = ", ".join(methods)
 
-    @csrf_exempt
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        # Not even HEAD: it would hand out (and audit) a token nobody sees.
-        if request.method != "GET":
-            response: HttpResponse = error(
-                405, "method_not_allowed", "This endpoint only answers GET requests."
-            )
-            response["Allow"] = "GET"
+    def decorate(view: ApiView) -> ApiView:
+        @csrf_exempt
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            # Not even HEAD on the token endpoint: it would hand out a token nobody sees.
+            if request.method not in methods:
+                response: HttpResponse = error(
+                    405,
+                    "method_not_allowed",
+                    f"This endpoint only answers {' and '.join(methods)} requests.",
+                )
+                response["Allow"] = allowed
+                return response
+            try:
+                response = view(request, *args, **kwargs)
+            except Http404:
+                response = error(
+                    404,
+                    "not_found",
+                    "There is no such connection, or this service key may not use it.",
+                )
+            response["Cache-Control"] = "no-store"
             return response
-        try:
-            response = view(request, *args, **kwargs)
-        except Http404:
-            response = error(
-                404,
-                "not_found",
-                "There is no such connection, or this service key may not use it.",
-            )
-        response["Cache-Control"] = "no-store"
-        return response
 
-    return wrapped
+        return wrapped
+
+    return decorate
+
+
+api_view = api_view_for("GET")
 
 
 def service_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -122,19 +132,20 @@ def connection_list(request: HttpRequest) -> HttpResponse:
 @service_key_required
 def connection_token(request: HttpRequest, code: str) -> HttpResponse:
     key: ServiceKey = request.service_key  # type: ignore[attr-defined]
+    if not key.may_fetch_tokens:
+        return error(
+            403,
+            "token_not_allowed",
+            "This service key may not fetch access tokens: call Kroger through "
+            "/api/v1/connections/<id>/kroger/<path>, or ask an administrator to allow tokens.",
+        )
     connection = get_connection_for_service_key(key, code)
-    label = f"service key {key.name}"
     try:
-        token = lifecycle.get_access_token(connection, actor=Actor(label=label))
+        token = lifecycle.get_access_token(connection, actor=Actor(label=f"service key {key.name}"))
     except TokenUnavailable as exc:
         return error(409, exc.code, exc.reason)
-    AuditEvent.record(
-        AuditAction.TOKEN_ISSUED,
-        actor_label=label,
-        connection=connection,
-        service_key=key,
-        detail=f"valid until {token.expires_at:%Y-%m-%d %H:%M:%S %Z}",
-    )
+    # One counter per key, connection and hour rather than an audit row per token.
+    TokenHandout.bump(service_key=key, connection=connection)
     return JsonResponse(
         {
             "access_token": token.access_token,
@@ -145,6 +156,54 @@ def connection_token(request: HttpRequest, code: str) -> HttpResponse:
             "base_url": connection.base_url,
         }
     )
+
+
+@api_view_for(*proxy.METHODS)
+@service_key_required
+def connection_proxy(request: HttpRequest, code: str, path: str) -> HttpResponse:
+    key: ServiceKey = request.service_key  # type: ignore[attr-defined]
+    if not key.may_proxy:
+        return error(
+            403,
+            "proxy_not_allowed",
+            "This service key may not call Kroger through the portal: ask an administrator "
+            "to allow the proxy for it.",
+        )
+    method = request.method or "GET"
+    try:
+        call = proxy.Call(
+            method=method,
+            path=proxy.checked_path(path),
+            query=proxy.checked_query(request.META.get("QUERY_STRING", "")),
+            body=proxy.checked_body(method, _body(request, method)),
+        )
+        answer = proxy.forward(key, code, call)
+    except proxy.Refused as refused:
+        refusal = error(refused.status, refused.code, refused.message)
+        if refused.retry_after is not None:
+            refusal["Retry-After"] = str(refused.retry_after)
+        return refusal
+    # Kroger's status, body and type only: none of its other headers (cookies, hop-by-hop).
+    response = HttpResponse(answer.body, status=answer.status)
+    if answer.content_type:
+        response["Content-Type"] = answer.content_type
+    else:
+        del response["Content-Type"]
+    if answer.status == 429 and answer.retry_after is not None:
+        response["Retry-After"] = str(answer.retry_after)
+    return response
+
+
+def _body(request: HttpRequest, method: str) -> bytes | None:
+    if method not in proxy.BODY_METHODS:
+        return None
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > proxy.MAX_BODY_BYTES:
+        raise proxy.body_too_large()  # refused before reading it
+    return request.body
 
 
 @cache

@@ -16,12 +16,16 @@ RFC 6749 grants spelled out, and one code path serves the real Kroger and the fa
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
+import http.cookiejar
 import logging
 import secrets
+import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from django.conf import settings
@@ -478,3 +482,101 @@ def _log(error: KrogerError) -> KrogerError:
         "Kroger call failed: kind=%s status=%s grant=%s", error.kind, error.status, error.grant
     )
     return error
+
+
+# --- The proxy: any API call, answered as Kroger answered it --------------------------------
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    """Kroger's answer to a proxied call, whatever its status."""
+
+    status: int
+    body: bytes = field(repr=False)
+    content_type: str
+    retry_after: int | None = None  # seconds, when Kroger sent Retry-After
+
+
+_api_sessions = threading.local()
+
+
+def _api_session() -> requests.Session:
+    """One keep-alive session per thread (a TLS handshake per call would double the proxy's
+    latency). It keeps no cookies: one connection's cookies must never reach another's call."""
+    session: requests.Session | None = getattr(_api_sessions, "session", None)
+    if session is None:
+        session = requests.Session()
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        _api_sessions.session = session
+    return session
+
+
+@sensitive_variables()  # the bearer token is in the headers, and in every frame below
+def call_api(
+    *,
+    environment: str,
+    method: str,
+    path: str,
+    query: str,
+    access_token: str,
+    body: bytes | None = None,
+) -> ApiAnswer:
+    """Send one API call for the proxy to ``environment``'s base URL + ``path`` (already
+    checked by the caller: relative, percent-encoded, no dot segments) with the query string
+    as given, and return Kroger's status, body and content type as they are: a 401 or 429 is
+    an answer here, not an error. Only a timeout or a failed connection raises KrogerError
+    (kinds ``timeout`` and ``network``). Never follows redirects."""
+    env = Environment.label_of(environment)
+    base = _base_url(environment)
+    url = f"{base}{path}" + (f"?{query}" if query else "")
+    target, expected = urlsplit(url), urlsplit(base)
+    if (target.scheme, target.netloc) != (expected.scheme, expected.netloc) or not url.startswith(
+        base
+    ):
+        raise _log(KrogerError("error", "The path leads outside Kroger's API."))
+    headers = {"Accept": "application/json", "Authorization": f"Bearer {access_token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        response = _api_session().request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=settings.KROGER_TIMEOUT_SECONDS,
+            allow_redirects=False,
+        )
+        content = response.content
+    except requests.Timeout:
+        raise _log(
+            KrogerError(
+                "timeout",
+                f"Kroger ({env}) did not answer within {settings.KROGER_TIMEOUT_SECONDS} seconds.",
+            )
+        ) from None
+    except requests.RequestException as exc:
+        raise _log(
+            KrogerError("network", f"Could not reach Kroger ({env}): {type(exc).__name__}.")
+        ) from None
+    return ApiAnswer(
+        status=response.status_code,
+        body=content,
+        content_type=response.headers.get("Content-Type", ""),
+        retry_after=_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def _retry_after(value: str | None) -> int | None:
+    """Retry-After in seconds: delta-seconds or an HTTP date (RFC 9110 section 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0, int((moment - datetime.now(UTC)).total_seconds()))

@@ -125,10 +125,12 @@ def _obtain(connection: Connection, actor: Actor) -> tuple[Connection, AccessTok
     return _renew_waiting(connection, Request(Want.USABLE, actor))
 
 
-def renew(connection: Connection, *, actor: Actor) -> AccessToken:
+def renew(connection: Connection, *, actor: Actor, since: datetime | None = None) -> AccessToken:
     """ "Refresh token" on the connection page: Kroger is called unless another caller
-    refreshed while this one waited for the lock. Raises TokenUnavailable when it failed."""
-    return _renew_waiting(connection, Request(Want.RENEWAL, actor, asked_at=timezone.now()))[1]
+    refreshed while this one waited for the lock (or after ``since``, when the caller read
+    the token it found refused). Raises TokenUnavailable when it failed."""
+    asked_at = since or timezone.now()
+    return _renew_waiting(connection, Request(Want.RENEWAL, actor, asked_at=asked_at))[1]
 
 
 def _renew_waiting(connection: Connection, request: Request) -> tuple[Connection, AccessToken]:

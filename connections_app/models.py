@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from connections_app.crypto import fingerprint
@@ -127,6 +128,11 @@ class OAuthClient(models.Model):
     )
     client_id = models.CharField("client ID", max_length=200)
     client_secret = EncryptedTextField("client secret")
+    partner_api = models.BooleanField(
+        "Partner API app",
+        default=False,
+        help_text="Kroger sets no daily limits for Partner API apps: new budgets start unlimited.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -666,6 +672,16 @@ class ServiceKey(models.Model):
     key_hash = models.CharField(max_length=64, unique=True)
     all_connections = models.BooleanField("may use all connections", default=False)
     connections = models.ManyToManyField(Connection, blank=True, related_name="service_keys")
+    may_fetch_tokens = models.BooleanField(
+        "may fetch access tokens",
+        default=False,
+        help_text="The token endpoint: the service then holds Kroger access tokens itself.",
+    )
+    may_proxy = models.BooleanField(
+        "may call Kroger through the portal",
+        default=True,
+        help_text="The proxy: the portal adds the token, renews it and keeps the daily budgets.",
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -702,12 +718,20 @@ class ServiceKey(models.Model):
         connections: Iterable[Connection] = (),
         all_connections: bool = False,
         expires_at: datetime | None = None,
+        may_fetch_tokens: bool = False,
+        may_proxy: bool = True,
         created_by: Any = None,
         actor_label: str = "",
     ) -> tuple[ServiceKey, str]:
         """A new key and its value, which is returned here once and never stored."""
         user = created_by if getattr(created_by, "is_authenticated", False) else None
-        key = cls(name=name, all_connections=all_connections, expires_at=expires_at)
+        key = cls(
+            name=name,
+            all_connections=all_connections,
+            expires_at=expires_at,
+            may_fetch_tokens=may_fetch_tokens,
+            may_proxy=may_proxy,
+        )
         key.created_by = user
         raw = key.set_new_secret()
         with transaction.atomic():
@@ -723,7 +747,8 @@ class ServiceKey(models.Model):
             actor=actor,
             actor_label=actor_label,
             service_key=self,
-            detail=f"{self.key_prefix}…, may use {self.scope_display()}",
+            detail=f"{self.key_prefix}…, may use {self.scope_display()}; "
+            f"allowed {self.permission_display()}",
         )
 
     @classmethod
@@ -762,6 +787,17 @@ class ServiceKey(models.Model):
         names = [connection.name for connection in self.connections.all()]
         return ", ".join(names) if names else "no connections"
 
+    def permission_display(self) -> str:
+        allowed = [
+            label
+            for allowed, label in (
+                (self.may_fetch_tokens, "access tokens"),
+                (self.may_proxy, "the Kroger proxy"),
+            )
+            if allowed
+        ]
+        return " and ".join(allowed) if allowed else "nothing"
+
     def usable_connections(self) -> models.QuerySet[Connection]:
         if self.all_connections:
             return Connection.objects.all()
@@ -793,3 +829,270 @@ class ServiceKey(models.Model):
             detail=f"{self.key_prefix}…",
         )
         return True
+
+
+# --- Kroger's daily budgets, and who spends them ------------------------------------------
+
+# Kroger's published daily limits per app and API (KROGER.md); Partner API apps have none.
+KROGER_DAILY_LIMITS: dict[str, int] = {
+    "products": 10_000,
+    "locations": 1_600,
+    "cart": 5_000,
+    "identity": 5_000,
+}
+KROGER_API_LABELS = {
+    "products": "Products",
+    "locations": "Locations",
+    "cart": "Cart",
+    "identity": "Identity",
+}
+# The first path segment of every endpoint of the four public APIs.
+_API_OF_SEGMENT = {
+    "products": "products",
+    "locations": "locations",
+    "chains": "locations",
+    "departments": "locations",
+    "cart": "cart",
+    "identity": "identity",
+}
+API_NAME_LENGTH = 60
+BUDGET_WINDOW = timedelta(hours=24)
+# The share of a budget at which people are warned (once per window).
+BUDGET_WARNING_SHARE = 0.8
+
+
+def api_for_path(path: str) -> str:
+    """The Kroger API a path belongs to: products, locations, cart, identity, or else its
+    first path segment (lower case, so that spelling cannot dodge a limit)."""
+    segment = path.lstrip("/").split("/", 1)[0].lower()[:API_NAME_LENGTH]
+    return _API_OF_SEGMENT.get(segment, segment)
+
+
+def api_label(api: str) -> str:
+    return KROGER_API_LABELS.get(api, api)
+
+
+def seconds_until(moment: datetime, now: datetime) -> int:
+    """Whole seconds from ``now`` to ``moment``, rounded up, at least 1 (for Retry-After)."""
+    seconds = (moment - now).total_seconds()
+    return max(1, int(seconds) + (0 if seconds == int(seconds) else 1))
+
+
+class CountedWindow(models.Model):
+    """A count of calls in a 24-hour window that starts at the first call (Kroger's rule)."""
+
+    daily_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Calls per 24 hours; blank for no limit."
+    )
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    calls = models.PositiveIntegerField(default=0, help_text="Calls in the current window.")
+
+    class Meta:
+        abstract = True
+
+    def window_open(self, now: datetime) -> bool:
+        return self.window_started_at is not None and now < self.window_started_at + BUDGET_WINDOW
+
+    def calls_in_window(self, now: datetime | None = None) -> int:
+        return self.calls if self.window_open(now or timezone.now()) else 0
+
+    def window_ends_at(self, now: datetime | None = None) -> datetime | None:
+        now = now or timezone.now()
+        if not self.window_open(now):
+            return None
+        assert self.window_started_at is not None
+        return self.window_started_at + BUDGET_WINDOW
+
+    def start_window_if_over(self, now: datetime) -> None:
+        if not self.window_open(now):
+            self.window_started_at = now
+            self.calls = 0
+
+    def limit_reached(self, now: datetime) -> bool:
+        return self.daily_limit is not None and self.calls_in_window(now) >= self.daily_limit
+
+    @property
+    def api_label(self) -> str:
+        return api_label(self.api)  # type: ignore[attr-defined]
+
+
+class ApiBudget(CountedWindow):
+    """One OAuth 2.0 client's daily budget for one Kroger API, shared by everything that uses
+    the app (Kroger counts per client ID). Counted under a row lock, so that processes and
+    containers sharing the database agree on every call."""
+
+    client = models.ForeignKey(OAuthClient, on_delete=models.CASCADE, related_name="budgets")
+    api = models.CharField("API", max_length=API_NAME_LENGTH)
+    spent_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Kroger answered 429 (the app was also used elsewhere): no calls until then.",
+    )
+    warned_for_window = models.DateTimeField(
+        null=True, blank=True, help_text="The window whose 80% warning was sent."
+    )
+
+    class Meta:
+        ordering = ["client", "api"]
+        verbose_name = "daily budget"
+        constraints = [
+            models.UniqueConstraint(fields=["client", "api"], name="one_budget_per_client_api")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client} · {self.api_label}"
+
+    @staticmethod
+    def default_limit(client: OAuthClient, api: str) -> int | None:
+        return None if client.partner_api else KROGER_DAILY_LIMITS.get(api)
+
+    def spent_by_kroger(self, now: datetime) -> bool:
+        return self.spent_until is not None and self.spent_until > now
+
+    def exhausted_until(self, now: datetime) -> datetime | None:
+        """When calls may resume, if they may not now."""
+        if self.spent_by_kroger(now):
+            assert self.spent_until is not None
+            return self.spent_until
+        if self.limit_reached(now):
+            # A limit of 0 with no window yet: nothing may be called for a whole window.
+            return self.window_ends_at(now) or now + BUDGET_WINDOW
+        return None
+
+    def share(self, now: datetime | None = None) -> float:
+        if not self.daily_limit:
+            return 0.0
+        return self.calls_in_window(now) / self.daily_limit
+
+    def warning(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.spent_by_kroger(now) or (
+            bool(self.daily_limit) and self.share(now) >= BUDGET_WARNING_SHARE
+        )
+
+
+class KeyQuota(CountedWindow):
+    """An optional daily cap on one service key's calls to one API, so that one runaway
+    service cannot spend the budget every other service shares."""
+
+    service_key = models.ForeignKey("ServiceKey", on_delete=models.CASCADE, related_name="quotas")
+    api = models.CharField(
+        "API",
+        max_length=API_NAME_LENGTH,
+        help_text="products, locations, cart, identity, or another API's first path segment.",
+    )
+
+    class Meta:
+        ordering = ["service_key", "api"]
+        verbose_name = "per-key daily quota"
+        constraints = [
+            models.UniqueConstraint(fields=["service_key", "api"], name="one_quota_per_key_api")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_key} · {self.api_label}"
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+class HourlyCounter(models.Model):
+    """A count per hour instead of a row per event, so tables grow with time, not traffic."""
+
+    hour = models.DateTimeField(db_index=True)
+    count = models.PositiveIntegerField(default=0)
+
+    objects: models.Manager[Any]
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def bump(cls, now: datetime | None = None, **identity: Any) -> None:
+        """Add one to this hour's row for ``identity``: one UPDATE. The first event of an hour
+        also inserts the row (INSERT ... ON CONFLICT DO NOTHING, so that processes racing to
+        insert it cannot fail or count twice) and prunes rows older than
+        USAGE_RETENTION_DAYS."""
+        now = now or timezone.now()
+        lookup = {"hour": _hour(now), **identity}
+        if cls._add_one(lookup, now):
+            return
+        cls.objects.bulk_create([cls(**lookup, **cls._first_values(now))], ignore_conflicts=True)
+        cls._add_one(lookup, now)
+        retention = timedelta(days=settings.USAGE_RETENTION_DAYS)
+        cls.objects.filter(hour__lt=_hour(now) - retention).delete()
+
+    @classmethod
+    def _add_one(cls, lookup: dict[str, Any], now: datetime) -> bool:
+        return bool(cls.objects.filter(**lookup).update(count=F("count") + 1))
+
+    @classmethod
+    def _first_values(cls, now: datetime) -> dict[str, Any]:
+        return {"count": 0}
+
+
+class ApiUsage(HourlyCounter):
+    """Calls to one Kroger API per hour, per OAuth 2.0 client and service key (none: the
+    portal's own calls, such as Test connection)."""
+
+    client = models.ForeignKey(OAuthClient, on_delete=models.CASCADE, related_name="usage")
+    api = models.CharField("API", max_length=API_NAME_LENGTH)
+    service_key = models.ForeignKey(
+        "ServiceKey", null=True, blank=True, on_delete=models.CASCADE, related_name="usage"
+    )
+
+    class Meta:
+        ordering = ["-hour"]
+        verbose_name = "API usage (per hour)"
+        verbose_name_plural = "API usage (per hour)"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "client", "api", "service_key"],
+                condition=Q(service_key__isnull=False),
+                name="one_usage_row_per_hour_client_api_key",
+            ),
+            models.UniqueConstraint(
+                fields=["hour", "client", "api"],
+                condition=Q(service_key__isnull=True),
+                name="one_usage_row_per_hour_client_api_portal",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.client} · {api_label(self.api)}: {self.count}"
+
+
+class TokenHandout(HourlyCounter):
+    """Access tokens handed to one service key for one connection in one hour: who fetched
+    tokens, how often, first and last time (the token itself is never recorded)."""
+
+    service_key = models.ForeignKey(
+        "ServiceKey", on_delete=models.CASCADE, related_name="token_handouts"
+    )
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="token_handouts"
+    )
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-hour"]
+        verbose_name = "token hand-outs (per hour)"
+        verbose_name_plural = "token hand-outs (per hour)"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "service_key", "connection"], name="one_handout_row_per_hour"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.service_key} → {self.connection}: {self.count}"
+
+    @classmethod
+    def _add_one(cls, lookup: dict[str, Any], now: datetime) -> bool:
+        return bool(cls.objects.filter(**lookup).update(count=F("count") + 1, last_at=now))
+
+    @classmethod
+    def _first_values(cls, now: datetime) -> dict[str, Any]:
+        return {"count": 0, "first_at": now, "last_at": now}

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.urls import reverse
 
-from connections_app.models import Connection, Notice, Outcome
+from connections_app.models import ApiBudget, Connection, Notice, OAuthClient, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,9 @@ def announce(connection: Connection, outcome: Outcome) -> None:
         send_recovery(connection)
 
 
-def recipients(connection: Connection) -> list[str]:
-    """The owner (who created the connection) and every active administrator with an email."""
+def recipients(connection: Connection | OAuthClient) -> list[str]:
+    """The owner (who created the connection or client) and every active administrator with an
+    email."""
     users = get_user_model().objects.filter(is_active=True, is_superuser=True).exclude(email="")
     addresses = [user.email for user in users.order_by("pk")]
     owner = connection.created_by
@@ -70,14 +71,28 @@ def send_recovery(connection: Connection) -> None:
     _send(connection, subject, body)
 
 
-def _send(connection: Connection, subject: str, body: str) -> None:
+def send_budget_warning(budget: ApiBudget) -> None:
+    """Tell the client's owner and the administrators that 80% of a daily budget is spent."""
+    client = budget.client
+    ends = budget.window_ends_at()
+    url = settings.SITE_URL + reverse("client_detail", kwargs={"code": client.code})
+    subject = f"Kroger {budget.api_label} budget of “{client.name}” is {budget.share():.0%} spent"
+    body = (
+        f"The OAuth 2.0 client “{client.name}” has made {budget.calls:,} of its "
+        f"{budget.daily_limit or 0:,} daily calls to Kroger's {budget.api_label} API"
+        + (f"; the count resets at {ends:%Y-%m-%d %H:%M} UTC" if ends else "")
+        + ".\nWhen it is spent, calls through the portal are refused until then.\n\n"
+        f"Which services spent it:\n{url}\n"
+    )
+    _send(client, subject, body)
+
+
+def _send(connection: Connection | OAuthClient, subject: str, body: str) -> None:
     to = recipients(connection)
     if not to:
-        logger.warning(
-            "No one to email about connection %s: no owner or admin email", connection.code
-        )
+        logger.warning("No one to email about %s: no owner or admin email", connection.code)
         return
     try:
         send_mail(subject, body, None, to)
     except Exception as exc:  # a mail server problem must not undo a saved refresh
-        logger.error("Could not email about connection %s: %s", connection.code, type(exc).__name__)
+        logger.error("Could not email about %s: %s", connection.code, type(exc).__name__)

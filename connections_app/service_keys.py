@@ -17,6 +17,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
+from connections_app import budgets
 from connections_app.access import require_administrator
 from connections_app.models import Connection, ServiceKey
 
@@ -35,6 +36,19 @@ class ServiceKeyForm(forms.Form):
         queryset=Connection.objects.order_by("name"),
         required=False,
         widget=forms.CheckboxSelectMultiple,
+    )
+    may_proxy = forms.BooleanField(
+        label="May call Kroger through the portal (the proxy)",
+        required=False,
+        initial=True,
+        help_text="The portal adds the token, renews it and keeps Kroger's daily budgets; the "
+        "service never holds a Kroger token.",
+    )
+    may_fetch_tokens = forms.BooleanField(
+        label="May fetch access tokens",
+        required=False,
+        help_text="The service then holds Kroger access tokens and calls Kroger itself: the "
+        "portal cannot count or limit those calls.",
     )
     expires_in_days = forms.IntegerField(
         label="Expires after (days)",
@@ -55,6 +69,12 @@ class ServiceKeyForm(forms.Form):
         cleaned = super().clean() or {}
         if not cleaned.get("all_connections") and not cleaned.get("connections"):
             self.add_error("connections", "Choose the connections the key may use, or all.")
+        if not cleaned.get("may_proxy") and not cleaned.get("may_fetch_tokens"):
+            self.add_error(
+                "may_proxy",
+                "Choose what the key may do: call Kroger through the portal, fetch access "
+                "tokens, or both.",
+            )
         return cleaned
 
     def create(self, user: Any) -> tuple[ServiceKey, str]:
@@ -64,6 +84,8 @@ class ServiceKeyForm(forms.Form):
             name=self.cleaned_data["name"],
             connections=[] if all_connections else self.cleaned_data["connections"],
             all_connections=all_connections,
+            may_fetch_tokens=bool(self.cleaned_data["may_fetch_tokens"]),
+            may_proxy=bool(self.cleaned_data["may_proxy"]),
             expires_at=timezone.now() + timedelta(days=days) if days else None,
             created_by=user,
         )
@@ -79,7 +101,10 @@ def _get_key(code: uuid.UUID) -> ServiceKey:
 @login_required
 def service_key_list(request: HttpRequest) -> HttpResponse:
     require_administrator(request.user)
-    keys = ServiceKey.objects.prefetch_related("connections").select_related("created_by")
+    keys = list(ServiceKey.objects.prefetch_related("connections").select_related("created_by"))
+    calls = budgets.calls_today_by_key()
+    for key in keys:
+        key.calls_today = f"{calls.get(key.pk, 0):,}"  # type: ignore[attr-defined]
     return render(request, "connections/service_key_list.html", {"keys": keys})
 
 

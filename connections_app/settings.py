@@ -131,6 +131,10 @@ KROGER_BASE_URLS = {
     + "/",
 }
 KROGER_TIMEOUT_SECONDS = env_int("KROGER_TIMEOUT_SECONDS", 15)
+# How long the hourly counts of API calls and token hand-outs are kept.
+USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90)
+if USAGE_RETENTION_DAYS < 1:
+    raise ConfigError(f"USAGE_RETENTION_DAYS={USAGE_RETENTION_DAYS} must be 1 or more")
 
 ALLOWED_SIGNUP_DOMAINS = [d.lower().lstrip("@") for d in env_list("ALLOWED_SIGNUP_DOMAINS")]
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from connections_app import consent, lifecycle
+from connections_app import budgets, consent, lifecycle
 from connections_app.access import (
     can_edit,
     get_client_for_user,
@@ -59,7 +59,26 @@ def client_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "connections/client_list.html",
-        {"page": page, "can_edit": can_edit(request.user)},
+        {
+            "page": page,
+            "can_edit": can_edit(request.user),
+            "warned": budgets.clients_with_warnings(),
+        },
+    )
+
+
+@login_required
+def client_detail(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    client = get_client_for_user(request.user, code)
+    return render(
+        request,
+        "connections/client_detail.html",
+        {
+            "client": client,
+            "lines": budgets.budget_lines(client),
+            "can_edit": can_edit(request.user),
+            "connections": client.connections.order_by("name"),
+        },
     )
 
 

@@ -336,6 +336,7 @@ def test_admin_edits_of_a_service_key_record_the_changed_fields_only(
     data = {
         "name": "Shop backend",
         "all_connections": "on",
+        "may_proxy": "on",
         "connections": [],
         "expires_at_0": "2030-01-01",
         "expires_at_1": "00:00:00",

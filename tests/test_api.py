@@ -20,6 +20,7 @@ from connections_app.models import (
     Environment,
     OAuthClient,
     ServiceKey,
+    TokenHandout,
     TokenUnavailable,
 )
 from tests.connection_states import authorize, make_offline
@@ -52,7 +53,9 @@ def other_connection(cc_client: OAuthClient) -> Connection:
 
 @pytest.fixture
 def key(authorized: Connection) -> tuple[ServiceKey, str]:
-    return ServiceKey.create_key(name="Shopping list service", connections=[authorized])
+    return ServiceKey.create_key(
+        may_fetch_tokens=True, name="Shopping list service", connections=[authorized]
+    )
 
 
 def api(client: Client, url: str, raw: str | None, method: str = "get") -> Any:
@@ -94,7 +97,7 @@ def test_it_lists_only_the_connections_the_key_may_use(
 def test_a_key_for_all_connections_lists_every_connection(
     client: Client, authorized: Connection, other_connection: Connection
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Everything", all_connections=True)
+    _, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Everything", all_connections=True)
     response = api(client, "/api/v1/connections/", raw)
     assert [c["name"] for c in response.json()["connections"]] == ["Catalogue", "Store cart"]
 
@@ -102,7 +105,7 @@ def test_a_key_for_all_connections_lists_every_connection(
 def test_a_never_authorized_connection_is_listed_without_expiry(
     client: Client, connection: Connection
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Lister", connections=[connection])
+    _, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Lister", connections=[connection])
     listed = api(client, "/api/v1/connections/", raw).json()["connections"]
     assert listed[0]["status"] == "not_authorized"
     assert listed[0]["expires_at"] is None
@@ -126,28 +129,45 @@ def test_it_hands_out_a_valid_stored_token(
     }
 
 
-def test_it_records_each_token_handed_out_without_the_token(
+def test_it_counts_tokens_handed_out_per_key_connection_and_hour_without_the_token(
     client: Client, key: tuple[ServiceKey, str], authorized: Connection
 ) -> None:
+    before = timezone.now()
     api(client, token_url(authorized), key[1])
     api(client, token_url(authorized), key[1])
-    events = AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED)
-    assert events.count() == 2
-    event = events.first()
-    assert event is not None
-    assert event.service_key == key[0]
-    assert event.connection == authorized
-    assert event.actor_label == "service key Shopping list service"
-    assert timezone.now() - event.at < timedelta(minutes=1)
-    for field in (event.detail, event.subject, event.actor_label):
-        assert ACCESS not in field
-        assert key[1] not in field
+    handout = TokenHandout.objects.get()
+    assert handout.count == 2
+    assert handout.service_key == key[0]
+    assert handout.connection == authorized
+    assert before <= handout.first_at < handout.last_at <= timezone.now()
+    assert handout.hour == handout.first_at.replace(minute=0, second=0, microsecond=0)
+    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+    for value in (str(handout), handout.service_key.name, handout.connection.name):
+        assert ACCESS not in value
+        assert key[1] not in value
+
+
+def test_a_new_hour_of_hand_outs_gets_its_own_row_and_old_ones_are_pruned(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection, settings: Any
+) -> None:
+    settings.USAGE_RETENTION_DAYS = 90
+    old = timezone.now() - timedelta(days=91)
+    TokenHandout.objects.create(
+        hour=old.replace(minute=0, second=0, microsecond=0),
+        service_key=key[0],
+        connection=authorized,
+        count=7,
+        first_at=old,
+        last_at=old,
+    )
+    api(client, token_url(authorized), key[1])
+    assert list(TokenHandout.objects.values_list("count", flat=True)) == [1]
 
 
 def test_a_key_for_all_connections_gets_any_token(
     client: Client, other_connection: Connection
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Everything", all_connections=True)
+    _, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Everything", all_connections=True)
     response = api(client, token_url(other_connection), raw)
     assert response.status_code == 200
     assert response.json()["access_token"] == "other-access-token-Zx91"
@@ -157,13 +177,15 @@ def test_a_key_for_all_connections_gets_any_token(
 def test_a_never_authorized_connection_answers_409_not_authorized(
     client: Client, connection: Connection
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Early bird", connections=[connection])
+    _, raw = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Early bird", connections=[connection]
+    )
     response = api(client, token_url(connection), raw)
     assert response.status_code == 409
     assert response.json() == {
         "error": {"code": "not_authorized", "message": "This connection has not been authorized."}
     }
-    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+    assert not TokenHandout.objects.exists()
 
 
 @pytest.mark.parametrize("code", ["needs_reauthorization", "kroger_unavailable"])
@@ -257,7 +279,10 @@ def test_a_revoked_key_stops_working_at_once(
 
 def test_an_expired_key_answers_401(client: Client, authorized: Connection) -> None:
     _, raw = ServiceKey.create_key(
-        name="Old", connections=[authorized], expires_at=timezone.now() - timedelta(seconds=1)
+        may_fetch_tokens=True,
+        name="Old",
+        connections=[authorized],
+        expires_at=timezone.now() - timedelta(seconds=1),
     )
     assert api(client, token_url(authorized), raw).status_code == 401
     assert api(client, "/api/v1/connections/", raw).status_code == 401
@@ -265,7 +290,10 @@ def test_an_expired_key_answers_401(client: Client, authorized: Connection) -> N
 
 def test_a_key_that_expires_later_works(client: Client, authorized: Connection) -> None:
     _, raw = ServiceKey.create_key(
-        name="New", connections=[authorized], expires_at=timezone.now() + timedelta(days=1)
+        may_fetch_tokens=True,
+        name="New",
+        connections=[authorized],
+        expires_at=timezone.now() + timedelta(days=1),
     )
     assert api(client, token_url(authorized), raw).status_code == 200
 
@@ -290,7 +318,7 @@ def test_an_unknown_connection_answers_404_like_a_forbidden_one(
 
 
 def test_a_key_without_connections_gets_nothing(client: Client, authorized: Connection) -> None:
-    _, raw = ServiceKey.create_key(name="Nothing")
+    _, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Nothing")
     assert api(client, "/api/v1/connections/", raw).json() == {"connections": []}
     assert api(client, token_url(authorized), raw).status_code == 404
 
@@ -308,7 +336,7 @@ def test_only_get_is_answered(
     assert response.status_code == 405
     assert response["Allow"] == "GET"
     assert response["Cache-Control"] == "no-store"
-    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+    assert not TokenHandout.objects.exists()
 
 
 def test_every_answer_forbids_caching(
@@ -358,8 +386,12 @@ def test_a_token_request_makes_few_queries(
     authorized: Connection,
     django_assert_max_num_queries: Any,
 ) -> None:
-    # Key by hash, connection (with its client) scoped to the key, the audit row. The first
-    # request of a minute also stamps last_used_at.
+    # Key by hash, connection (with its client) scoped to the key, the hour's hand-out count.
+    # The first request of a minute also stamps last_used_at; the first of an hour inserts
+    # the hour's row and prunes old ones.
+    with django_assert_max_num_queries(7):
+        assert api(client, token_url(authorized), key[1]).status_code == 200
+    ServiceKey.objects.filter(pk=key[0].pk).update(last_used_at=None)
     with django_assert_max_num_queries(4):
         assert api(client, token_url(authorized), key[1]).status_code == 200
     with django_assert_max_num_queries(3):
@@ -372,7 +404,7 @@ def test_listing_makes_a_constant_number_of_queries(
     other_connection: Connection,
     django_assert_max_num_queries: Any,
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Everything", all_connections=True)
+    _, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Everything", all_connections=True)
     api(client, "/api/v1/connections/", raw)
     with django_assert_max_num_queries(3):
         assert len(api(client, "/api/v1/connections/", raw).json()["connections"]) == 2
@@ -398,7 +430,7 @@ def expired(connection: Connection, fake_kroger: Any) -> Connection:
 def test_an_expired_token_is_refreshed_once_and_handed_out(
     client: Client, expired: Connection, fake_kroger: Any
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Refresher", connections=[expired])
+    _, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Refresher", connections=[expired])
     old = expired.access_token
     response = api(client, token_url(expired), raw)
     assert response.status_code == 200
@@ -410,13 +442,13 @@ def test_an_expired_token_is_refreshed_once_and_handed_out(
     assert len(fake_kroger.token_calls_for("refresh_token")) == 1
     refreshed = AuditEvent.objects.get(action=AuditAction.REFRESHED)
     assert refreshed.actor_label == "service key Refresher"
-    assert AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).count() == 2
+    assert TokenHandout.objects.get().count == 2
 
 
 def test_a_refused_grant_answers_409_needs_reauthorization(
     client: Client, expired: Connection, fake_kroger: Any
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Refresher", connections=[expired])
+    _, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Refresher", connections=[expired])
     fake_kroger.fail_token("invalid_grant")
     response = api(client, token_url(expired), raw)
     assert response.status_code == 409
@@ -426,13 +458,13 @@ def test_a_refused_grant_answers_409_needs_reauthorization(
     # Later callers get the same answer without another call to Kroger.
     assert api(client, token_url(expired), raw).json()["error"]["code"] == "needs_reauthorization"
     assert len(fake_kroger.token_calls_for("refresh_token")) == 1
-    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+    assert not TokenHandout.objects.exists()
 
 
 def test_kroger_failing_answers_409_kroger_unavailable(
     client: Client, expired: Connection, fake_kroger: Any
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Refresher", connections=[expired])
+    _, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Refresher", connections=[expired])
     fake_kroger.fail_token("500")
     response = api(client, token_url(expired), raw)
     assert response.status_code == 409
@@ -450,14 +482,16 @@ def test_a_connection_needing_reauthorization_answers_409_even_with_a_valid_toke
     assert error["message"].startswith("Needs reauthorization: ")
     assert "Authorize it again" in error["message"]
     assert ACCESS not in response.content.decode()
-    assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
+    assert not TokenHandout.objects.exists()
 
 
 def test_a_token_kroger_refused_in_a_test_is_replaced_before_it_is_handed_out(
     client: Client, connection: Connection, fake_kroger: Any
 ) -> None:
     authorize(connection, fake_kroger)
-    _, raw = ServiceKey.create_key(name="Refresher", connections=[connection])
+    _, raw = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Refresher", connections=[connection]
+    )
     fake_kroger.expire_access_tokens()
     lifecycle.run_connection_test(
         connection, actor=Actor()

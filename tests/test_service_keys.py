@@ -33,8 +33,10 @@ def service_key_rows() -> list[tuple[Any, ...]]:
 def test_a_new_key_is_random_recognisable_and_stored_only_as_a_hash(
     connection: Connection,
 ) -> None:
-    key, raw = ServiceKey.create_key(name="Lists", connections=[connection])
-    _, other_raw = ServiceKey.create_key(name="Lists 2", connections=[connection])
+    key, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Lists", connections=[connection])
+    _, other_raw = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Lists 2", connections=[connection]
+    )
     assert KEY_PATTERN.fullmatch(raw)
     assert raw != other_raw
     assert raw.startswith(key.key_prefix + "_")
@@ -46,7 +48,7 @@ def test_a_new_key_is_random_recognisable_and_stored_only_as_a_hash(
 
 
 def test_authenticate_finds_only_the_exact_active_key(connection: Connection) -> None:
-    key, raw = ServiceKey.create_key(name="Lists", connections=[connection])
+    key, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Lists", connections=[connection])
     assert ServiceKey.authenticate(raw) == key
     assert ServiceKey.authenticate(raw + "x") is None
     assert ServiceKey.authenticate(raw.upper()) is None
@@ -56,7 +58,7 @@ def test_authenticate_finds_only_the_exact_active_key(connection: Connection) ->
 
 
 def test_a_revoked_key_is_refused_and_revoking_twice_records_once(connection: Connection) -> None:
-    key, raw = ServiceKey.create_key(name="Lists", connections=[connection])
+    key, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Lists", connections=[connection])
     assert key.revoke(actor_label="test") is True
     assert key.revoke(actor_label="test") is False
     assert ServiceKey.authenticate(raw) is None
@@ -66,7 +68,9 @@ def test_a_revoked_key_is_refused_and_revoking_twice_records_once(connection: Co
 
 def test_a_key_stops_working_when_it_expires(connection: Connection) -> None:
     soon = timezone.now() + timedelta(minutes=5)
-    key, raw = ServiceKey.create_key(name="Lists", connections=[connection], expires_at=soon)
+    key, raw = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Lists", connections=[connection], expires_at=soon
+    )
     assert ServiceKey.authenticate(raw) == key
     assert ServiceKey.authenticate(raw, now=soon + timedelta(seconds=1)) is None
     assert key.is_active_at(soon - timedelta(seconds=1))
@@ -75,14 +79,18 @@ def test_a_key_stops_working_when_it_expires(connection: Connection) -> None:
 
 def test_may_use_follows_the_chosen_connections(connection: Connection, cc_client: Any) -> None:
     other = Connection.objects.create(name="Other", environment="certification", client=cc_client)
-    scoped, _ = ServiceKey.create_key(name="Scoped", connections=[connection])
-    everything, _ = ServiceKey.create_key(name="All", all_connections=True)
+    scoped, _ = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Scoped", connections=[connection]
+    )
+    everything, _ = ServiceKey.create_key(may_fetch_tokens=True, name="All", all_connections=True)
     assert scoped.may_use(connection) and not scoped.may_use(other)
     assert everything.may_use(connection) and everything.may_use(other)
 
 
 def test_creation_is_audited_without_the_key(connection: Connection, admin_user: Any) -> None:
-    key, raw = ServiceKey.create_key(name="Lists", connections=[connection], created_by=admin_user)
+    key, raw = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Lists", connections=[connection], created_by=admin_user
+    )
     event = AuditEvent.objects.get(action=AuditAction.SERVICE_KEY_CREATED)
     assert event.actor == admin_user
     assert event.service_key == key
@@ -107,7 +115,13 @@ def test_creating_a_key_in_the_admin_shows_it_once(
 ) -> None:
     client_for(client, admin_user)
     response = client.post(
-        ADMIN_ADD, {"name": "From admin", "connections": [connection.pk], "expires_at_0": ""}
+        ADMIN_ADD,
+        {
+            "name": "From admin",
+            "connections": [connection.pk],
+            "may_proxy": "on",
+            "expires_at_0": "",
+        },
     )
     assert response.status_code == 200
     html = response.content.decode()
@@ -132,8 +146,10 @@ def test_creating_a_key_in_the_admin_shows_it_once(
 def test_the_admin_revoke_action_revokes_the_selected_keys(
     client: Client, admin_user: Any, connection: Connection
 ) -> None:
-    key, raw = ServiceKey.create_key(name="Doomed", connections=[connection])
-    keep, keep_raw = ServiceKey.create_key(name="Kept", connections=[connection])
+    key, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Doomed", connections=[connection])
+    keep, keep_raw = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Kept", connections=[connection]
+    )
     client_for(client, admin_user).post(
         "/admin/connections_app/servicekey/",
         {"action": "revoke_keys", "_selected_action": [key.pk]},
@@ -147,11 +163,16 @@ def test_the_admin_revoke_action_revokes_the_selected_keys(
 def test_the_admin_list_filters_by_state(
     client: Client, admin_user: Any, connection: Connection
 ) -> None:
-    ServiceKey.create_key(name="Live one", connections=[connection])
-    gone, _ = ServiceKey.create_key(name="Gone one", connections=[connection])
+    ServiceKey.create_key(may_fetch_tokens=True, name="Live one", connections=[connection])
+    gone, _ = ServiceKey.create_key(
+        may_fetch_tokens=True, name="Gone one", connections=[connection]
+    )
     gone.revoke()
     ServiceKey.create_key(
-        name="Stale one", connections=[connection], expires_at=timezone.now() - timedelta(days=1)
+        may_fetch_tokens=True,
+        name="Stale one",
+        connections=[connection],
+        expires_at=timezone.now() - timedelta(days=1),
     )
     client_for(client, admin_user)
     for state, name in [("active", "Live one"), ("revoked", "Gone one"), ("expired", "Stale one")]:
@@ -175,7 +196,7 @@ def test_only_administrators_reach_the_service_keys_pages(
 def test_a_non_administrator_cannot_create_or_revoke(
     client: Client, owner: Any, connection: Connection
 ) -> None:
-    key, raw = ServiceKey.create_key(name="Lists", connections=[connection])
+    key, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Lists", connections=[connection])
     client_for(client, owner)
     response = client.post("/service-keys/new/", {"name": "X", "all_connections": "on"})
     assert response.status_code == 403
@@ -200,7 +221,7 @@ def test_the_nav_links_to_service_keys_for_administrators_only(
 def test_the_list_shows_keys_without_their_value(
     client: Client, admin_user: Any, connection: Connection
 ) -> None:
-    key, raw = ServiceKey.create_key(name="Lists", connections=[connection])
+    key, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Lists", connections=[connection])
     html = client_for(client, admin_user).get("/service-keys/").content.decode()
     assert "Lists" in html and key.key_prefix in html and "Store cart" in html
     assert raw not in html and key.key_hash not in html
@@ -212,7 +233,12 @@ def test_an_administrator_creates_a_key_and_sees_it_once(
     client_for(client, admin_user)
     response = client.post(
         "/service-keys/new/",
-        {"name": "Shopping list service", "connections": [connection.pk], "expires_in_days": "90"},
+        {
+            "name": "Shopping list service",
+            "connections": [connection.pk],
+            "may_proxy": "on",
+            "expires_in_days": "90",
+        },
     )
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
@@ -231,7 +257,7 @@ def test_a_key_for_all_connections_is_created_from_the_page(
     client: Client, admin_user: Any, connection: Connection
 ) -> None:
     client_for(client, admin_user).post(
-        "/service-keys/new/", {"name": "Everything", "all_connections": "on"}
+        "/service-keys/new/", {"name": "Everything", "all_connections": "on", "may_proxy": "on"}
     )
     key = ServiceKey.objects.get(name="Everything")
     assert key.all_connections and key.expires_at is None
@@ -249,7 +275,7 @@ def test_a_key_for_all_connections_is_created_from_the_page(
 def test_the_create_form_explains_what_is_wrong(
     client: Client, admin_user: Any, connection: Connection, data: dict[str, str], error: str
 ) -> None:
-    ServiceKey.create_key(name="Lists", connections=[connection])
+    ServiceKey.create_key(may_fetch_tokens=True, name="Lists", connections=[connection])
     response = client_for(client, admin_user).post("/service-keys/new/", data)
     assert response.status_code == 200
     assert error in response.content.decode()
@@ -259,7 +285,7 @@ def test_the_create_form_explains_what_is_wrong(
 def test_revoking_asks_for_confirmation_then_revokes(
     client: Client, admin_user: Any, connection: Connection
 ) -> None:
-    key, raw = ServiceKey.create_key(name="Lists", connections=[connection])
+    key, raw = ServiceKey.create_key(may_fetch_tokens=True, name="Lists", connections=[connection])
     url = f"/service-keys/{key.code}/revoke/"
     client_for(client, admin_user)
     confirm = client.get(url)

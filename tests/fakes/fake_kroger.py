@@ -4,9 +4,11 @@
 It behaves as ``shared/KROGER.md`` describes Kroger: a consent page with Accept and Decline,
 single-use authorization codes bound to their redirect URI and PKCE challenge, HTTP Basic
 client authentication at the token endpoint, rotating refresh tokens, client credentials that
-refuse shopper scopes, and the Profile, Locations and Products endpoints behind a bearer token.
-Tests steer it with ``fail_token``, ``fail_api``, ``token_delay`` and ``expires_in`` and read
-``token_calls`` / ``api_calls``. Its only cookie is named so it cannot collide with the portal's.
+refuse shopper scopes, and the Profile, Locations (with chains and departments), Products and
+Cart (``PUT cart/add``) endpoints behind a bearer token. Tests steer it with ``fail_token``,
+``fail_api``, ``token_delay``, ``api_delay``, ``api_headers`` and ``expires_in`` and read
+``token_calls`` / ``api_calls`` / ``api_requests`` / ``cart``. Its only cookie is named so it
+cannot collide with the portal's.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import requests
 from tests.fakes.tls import TLSServerMixin
 
 USER_ONLY_SCOPES = frozenset({"cart.basic:write", "profile.compact"})
+API_ROOTS = frozenset({"identity", "locations", "chains", "departments", "products", "cart"})
 COOKIE_NAME = "fake_kroger_consent"
 TOKEN_FAILURES = frozenset(
     {
@@ -88,6 +91,10 @@ class FakeKroger:
     url: str = ""
     token_calls: list[dict[str, Any]] = field(default_factory=list)
     api_calls: list[str] = field(default_factory=list)
+    api_requests: list[dict[str, Any]] = field(default_factory=list)  # method, path, headers…
+    api_delay: float = 0.0
+    api_headers: dict[str, str] = field(default_factory=dict)  # added to every API answer
+    cart: list[dict[str, Any]] = field(default_factory=list)  # items added, in order
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)  # every code and token ever handed out
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -96,7 +103,7 @@ class FakeKroger:
     access_tokens: dict[str, _Token] = field(default_factory=dict)
     refresh_tokens: dict[str, _Token] = field(default_factory=dict)
     token_failures: list[str] = field(default_factory=list)
-    api_failures: list[int] = field(default_factory=list)
+    api_failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -141,9 +148,9 @@ class FakeKroger:
         with self.lock:
             self.token_failures.extend([kind] * times)
 
-    def fail_api(self, status: int, times: int = 1) -> None:
+    def fail_api(self, status: int, times: int = 1, headers: dict[str, str] | None = None) -> None:
         with self.lock:
-            self.api_failures.extend([status] * times)
+            self.api_failures.extend([(status, dict(headers or {}))] * times)
 
     def expire_access_tokens(self) -> None:
         with self.lock:
@@ -245,19 +252,29 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = self._path()
         if path == "connect/oauth2/authorize":
             self._consent_page(query)
-        elif path in {"identity/profile", "locations", "products"}:
+        elif path.split("/")[0] in API_ROOTS:
             self._api(path, query)
         else:
             self._json(404, {"errors": {"code": "NotFound", "reason": "no such endpoint"}})
 
     def do_POST(self) -> None:
-        path, _ = self._path()
+        path, query = self._path()
         if path == "connect/oauth2/authorize":
             self._consent_decision(self._form())
         elif path == "connect/oauth2/token":
             self._token(self._form())
+        elif path.split("/")[0] in API_ROOTS:
+            self._api(path, query)
         else:
             self._json(404, {"errors": {"code": "NotFound", "reason": "no such endpoint"}})
+
+    def do_PUT(self) -> None:
+        path, query = self._path()
+        self._api(path, query)
+
+    def do_DELETE(self) -> None:
+        path, query = self._path()
+        self._api(path, query)
 
     # --- Consent -----------------------------------------------------------------------
 
@@ -472,19 +489,36 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, path: str, query: dict[str, str]) -> None:
         fake = self.kroger
+        length = int(self.headers.get("Content-Length") or 0)
+        raw_body = self.rfile.read(length) if length else b""
         with fake.lock:
             fake.api_calls.append(path)
+            fake.api_requests.append(
+                {
+                    "method": self.command,
+                    "path": path,
+                    "raw_path": self.path,
+                    "query": query,
+                    "headers": dict(self.headers.items()),
+                    "body": raw_body,
+                }
+            )
             failure = fake.api_failures.pop(0) if fake.api_failures else None
             header = self.headers.get("Authorization", "")
             token = fake.access_tokens.get(header[len("Bearer ") :]) if header else None
+            delay = fake.api_delay
+        if delay:
+            time.sleep(delay)
         if failure is not None:
-            self._json(failure, {"errors": {"code": str(failure), "reason": "Injected failure"}})
+            status, headers = failure
+            body = {"errors": {"code": str(status), "reason": "Injected failure"}}
+            self._api_json(status, body, headers)
             return
         if not header.startswith("Bearer "):
-            self._json(401, {"error": "invalid_request", "error_description": "Missing token"})
+            self._api_json(401, {"error": "invalid_request", "error_description": "Missing token"})
             return
         if token is None or not token.valid or token.expires_at < time.time():
-            self._json(
+            self._api_json(
                 401,
                 {
                     "error": "invalid_token",
@@ -492,25 +526,53 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        needed = {"identity/profile": "profile.compact", "products": "product.compact"}.get(path)
+        root = path.split("/")[0]
+        needed = {
+            "identity": "profile.compact",
+            "products": "product.compact",
+            "cart": "cart.basic:write",
+        }.get(root)
         if (needed and needed not in token.scopes) or (
-            path == "identity/profile" and not token.shopper
+            root in {"identity", "cart"} and not token.shopper
         ):
-            self._json(403, {"errors": {"code": "Forbidden", "reason": "missing required scopes"}})
+            self._api_json(
+                403, {"errors": {"code": "Forbidden", "reason": "missing required scopes"}}
+            )
+            return
+        self._api_answer(self.command, path, query, raw_body)
+
+    def _api_answer(self, method: str, path: str, query: dict[str, str], body: bytes) -> None:
+        fake = self.kroger
+        if method == "PUT" and path == "cart/add":
+            try:
+                items = json.loads(body or b"{}").get("items")
+            except (ValueError, AttributeError):
+                items = None
+            if not isinstance(items, list):
+                self._api_json(400, {"errors": {"code": "BadRequest", "reason": "items"}})
+                return
+            with fake.lock:
+                fake.cart.extend(items)
+            self._send(204, b"", "application/json", fake.api_headers)
+            return
+        if method != "GET":
+            self._api_json(405, {"errors": {"code": "MethodNotAllowed", "reason": method}})
             return
         if path == "identity/profile":
-            self._json(200, {"data": {"id": "9f3c1e52-profile"}, "meta": {}})
-        elif path == "locations":
+            self._api_json(200, {"data": {"id": "9f3c1e52-profile"}, "meta": {}})
+        elif path in {"locations", "chains", "departments"} or path.startswith(
+            ("locations/", "chains/", "departments/")
+        ):
             zip_code = query.get("filter.zipCode.near", "")
-            self._json(
+            self._api_json(
                 200,
                 {
                     "data": [{"locationId": "01400943", "chain": "KROGER", "zipCode": zip_code}],
                     "meta": {"pagination": {"start": 0, "limit": 10, "total": 1}},
                 },
             )
-        else:
-            self._json(
+        elif path == "products" or path.startswith("products/"):
+            self._api_json(
                 200,
                 {
                     "data": [
@@ -519,6 +581,14 @@ class _Handler(BaseHTTPRequestHandler):
                     "meta": {},
                 },
             )
+        else:
+            self._api_json(404, {"errors": {"code": "NotFound", "reason": "no such endpoint"}})
+
+    def _api_json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        extra = {**self.kroger.api_headers, **(headers or {})}
+        self._send(status, json.dumps(payload).encode(), "application/json", extra)
 
 
 def _token_body(

@@ -13,7 +13,9 @@ from connections_app.models import Connection, ServiceKey
 class Command(BaseCommand):
     help = (
         "Create a service key for the service API and print it once (only its hash is kept). "
-        "Name the connections it may use with --connection, or give it --all."
+        "Name the connections it may use with --connection, or give it --all. It may call "
+        "Kroger through the portal (--proxy) and/or fetch access tokens (--token); with "
+        "neither flag, it may only proxy."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -31,6 +33,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--expires-in-days", type=int, metavar="N", help="Stop working after N days."
         )
+        parser.add_argument(
+            "--token",
+            action="store_true",
+            help="May fetch access tokens (the service then holds Kroger tokens itself).",
+        )
+        parser.add_argument(
+            "--proxy",
+            action="store_true",
+            help="May call Kroger through the portal (the default when neither flag is given).",
+        )
 
     def handle(
         self,
@@ -39,6 +51,8 @@ class Command(BaseCommand):
         connection: list[str],
         all_connections: bool,
         expires_in_days: int | None,
+        token: bool = False,
+        proxy: bool = False,
         **options: Any,
     ) -> None:
         if all_connections and connection:
@@ -56,10 +70,13 @@ class Command(BaseCommand):
             connections=connections,
             all_connections=all_connections,
             expires_at=expires_at,
+            may_fetch_tokens=token,
+            may_proxy=proxy or not token,
             actor_label="manage.py create_service_key",
         )
         self.stderr.write(
             f"Created service key {key.name!r} ({key.key_prefix}…) for {key.scope_display()}"
+            f", allowed {key.permission_display()}"
             + (f", expiring {expires_at:%Y-%m-%d %H:%M %Z}" if expires_at else "")
             + ". It is shown once, below: store it in your service's secrets now."
         )
