@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from connections_app import kroger, notifications
+from connections_app import budgets, kroger, notifications
 from connections_app.models import (
     KROGER_UNREACHABLE,
     NEEDS_REAUTHORIZATION,
@@ -37,6 +37,7 @@ from connections_app.models import (
     Notice,
     Outcome,
     TokenUnavailable,
+    api_for_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -561,6 +562,20 @@ def run_connection_test(connection: Connection, *, actor: Actor) -> ConnectionTe
 
 
 def _call_test_endpoint(connection: Connection, endpoint: str, access_token: str) -> ConnectionTest:
+    """The test's call, counted against the client's daily budget like every call to Kroger."""
+    api = api_for_path(endpoint)
+    refusal = budgets.spend(connection.client, api)
+    if refusal is not None:  # transient: the connection itself is fine
+        raise kroger.KrogerError("rate_limited", refusal.message)
+    try:
+        return _test_call(connection, endpoint, access_token)
+    except kroger.KrogerError as exc:
+        if exc.status == 429:
+            budgets.kroger_said_spent(connection.client, api, None)
+        raise
+
+
+def _test_call(connection: Connection, endpoint: str, access_token: str) -> ConnectionTest:
     environment = connection.environment
     if endpoint == "identity/profile":
         kroger.get_profile(environment=environment, access_token=access_token)

@@ -75,3 +75,21 @@ def test_it_refuses_a_name_in_use(connection: Connection) -> None:
     with pytest.raises(CommandError, match="exists already"):
         run("Twice", "--all")
     assert ServiceKey.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "token", "proxy", "said"),
+    [
+        ([], False, True, "allowed the Kroger proxy"),
+        (["--proxy"], False, True, "allowed the Kroger proxy"),
+        (["--token"], True, False, "allowed access tokens"),
+        (["--token", "--proxy"], True, True, "allowed access tokens and the Kroger proxy"),
+    ],
+)
+def test_it_allows_the_token_endpoint_the_proxy_or_both(
+    connection: Connection, flags: list[str], token: bool, proxy: bool, said: str
+) -> None:
+    _, note = run("Allowed", "--connection", "Store cart", *flags)
+    key = ServiceKey.objects.get(name="Allowed")
+    assert (key.may_fetch_tokens, key.may_proxy) == (token, proxy)
+    assert said in note

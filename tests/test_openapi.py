@@ -16,8 +16,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from connections_app import lifecycle
 from connections_app.api import OPENAPI_PATH
 from connections_app.models import ApiBudget, Connection, ServiceKey, TokenUnavailable
-from tests.fakes.fake_kroger import FakeKroger
 from tests.connection_states import authorize
+from tests.fakes.fake_kroger import FakeKroger
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,8 @@ from connections_app.models import (
     Connection,
     ServiceKey,
 )
-from tests.fakes.fake_kroger import FakeKroger
 from tests.connection_states import authorize, reloaded
+from tests.fakes.fake_kroger import FakeKroger
 
 pytestmark = pytest.mark.django_db
 

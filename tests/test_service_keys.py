@@ -14,6 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from connections_app.models import AuditAction, AuditEvent, Connection, ServiceKey
+from tests import html_forms
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -302,3 +303,55 @@ def test_revoking_asks_for_confirmation_then_revokes(
 def test_revoking_an_unknown_key_is_404(client: Client, admin_user: Any) -> None:
     url = "/service-keys/00000000-0000-4000-8000-000000000000/revoke/"
     assert client_for(client, admin_user).post(url).status_code == 404
+
+
+def test_a_new_key_from_the_page_may_proxy_unless_told_otherwise(
+    client: Client, admin_user: Any, connection: Connection
+) -> None:
+    page = client_for(client, admin_user).get("/service-keys/new/").content.decode()
+    boxes = {box["name"]: "checked" in box for box in html_forms.read(page).inputs}
+    assert boxes["may_proxy"] is True
+    assert boxes["may_fetch_tokens"] is False
+    client.post(
+        "/service-keys/new/",
+        {
+            "name": "Both",
+            "connections": [connection.pk],
+            "may_proxy": "on",
+            "may_fetch_tokens": "on",
+        },
+    )
+    both = ServiceKey.objects.get(name="Both")
+    assert (both.may_fetch_tokens, both.may_proxy) == (True, True)
+    listing = client.get("/service-keys/").content.decode()
+    assert "Access tokens and the Kroger proxy" in listing
+
+
+def test_a_key_that_may_do_nothing_is_refused_with_what_to_fix(
+    client: Client, admin_user: Any, connection: Connection
+) -> None:
+    response = client_for(client, admin_user).post(
+        "/service-keys/new/", {"name": "Useless", "connections": [connection.pk]}
+    )
+    assert response.status_code == 200
+    assert "Choose what the key may do" in response.content.decode()
+    assert not ServiceKey.objects.filter(name="Useless").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_existing_keys_keep_fetching_tokens_after_the_migration() -> None:
+    from django.db import connection as db
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("connections_app", "0003_audit_service_key_edits")]
+    executor = MigrationExecutor(db)
+    executor.migrate(before)
+    old_apps = executor.loader.project_state(before).apps
+    old_apps.get_model("connections_app", "ServiceKey").objects.create(
+        name="From before", key_prefix="kcp_0ld", key_hash="0" * 64
+    )
+    executor = MigrationExecutor(db)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    kept = ServiceKey.objects.get(name="From before")
+    assert (kept.may_fetch_tokens, kept.may_proxy) == (True, True)
+    assert ServiceKey.create_key(name="After")[0].may_fetch_tokens is False
