@@ -146,11 +146,13 @@ def count_queries(path: str, raw: str) -> int:
     return len(queries)
 
 
-def start_gunicorn(port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_gunicorn(
+    port: int, log: Path, app: str = "connections_app.wsgi:application"
+) -> subprocess.Popen[bytes]:
     workers = 2 * (os.cpu_count() or 1)
     command = [
         str(ROOT / ".venv/bin/gunicorn"),
-        "connections_app.wsgi:application",
+        app,
         f"--bind=127.0.0.1:{port}",
         "--worker-class=gthread",
         f"--workers={workers}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
+from bench import anatomy
 from connections_app.models import Connection
 from connections_app.urls import urlpatterns as portal_urlpatterns
 
@@ -20,4 +21,8 @@ def ceiling(request: HttpRequest, pk: int) -> JsonResponse:
     return response
 
 
-urlpatterns = [*portal_urlpatterns, path("bench/ceiling/<int:pk>", ceiling)]
+urlpatterns = [
+    *portal_urlpatterns,
+    path("bench/ceiling/<int:pk>", ceiling),
+    *anatomy.urlpatterns_for(ceiling),  # bench/proxy.py: the token endpoint step by step
+]

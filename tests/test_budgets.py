@@ -16,6 +16,8 @@ from connections_app import budgets
 from connections_app.models import (
     ApiBudget,
     ApiUsage,
+    AuditAction,
+    AuditEvent,
     Connection,
     KeyQuota,
     OAuthClient,
@@ -371,3 +373,29 @@ def test_the_proxy_body_is_never_stored(
     usage = ApiUsage.objects.get()
     assert usage.api == "cart"
     assert "0001111041700" not in str(list(ApiUsage.objects.values()))
+
+
+def test_an_administrator_edits_a_limit_without_undoing_calls_counted_meanwhile(
+    client: Client, online: Connection, admin_user: Any
+) -> None:
+    products = ApiBudget.objects.create(
+        client=online.client,
+        api="products",
+        daily_limit=10_000,
+        calls=10,
+        window_started_at=timezone.now(),
+    )
+    admin = client_for(client, admin_user)
+    url = f"/admin/connections_app/apibudget/{products.pk}/change/"
+    assert admin.get(url).status_code == 200
+    ApiBudget.objects.filter(pk=products.pk).update(calls=25)  # counted while the page was open
+    assert admin.post(url, {"daily_limit": "500"}).status_code == 302
+    products.refresh_from_db()
+    assert (products.daily_limit, products.calls) == (500, 25)
+    page = admin.get(f"/clients/{online.client.code}/").content.decode()
+    assert "25 of 500 today" in page
+    event = AuditEvent.objects.get(action=AuditAction.CLIENT_CHANGED)
+    assert (event.client, event.detail) == (
+        online.client,
+        "Daily limit of Products: 500 calls a day",
+    )

@@ -1,0 +1,254 @@
+"""`make bench`, the proxy: what the portal adds to a call to Kroger, and where the token
+endpoint's time goes.
+
+Run by ``bench/run`` after ``bench.benchmark``, on the same throwaway PostgreSQL. It serves the
+portal with gunicorn (as ``bench.benchmark`` does) in front of the fake Kroger over https, and
+measures in one run, with the same load generator:
+
+- the token endpoint (valid token), the proxy (``GET products`` through the portal: key,
+  budget, token, the call to Kroger, the usage count) and the fake Kroger called directly with
+  the same token (keep-alive https). The portal's added latency is proxy minus direct;
+- the anatomy of the token endpoint, as bench-only views that each add one step to the
+  ceiling view (see ``bench/anatomy.py``): the service key, the connection, the token, the
+  hand-out count (and, for comparison, the audit row per hand-out it replaced), and the
+  ceiling view with only the middleware the API needs;
+- the SQL queries of one proxied call.
+
+The fake Kroger runs in this process, so it shares the load generator's CPU: "direct" is
+measured under the same conditions as the proxy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import secrets
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench import benchmark as base
+from bench.benchmark import CONCURRENCY, HOST, SECONDS, Load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Connect = Callable[[], http.client.HTTPConnection]
+
+
+def load_with(connect: Connect, path: str, headers: dict[str, str], seconds: float) -> Load:
+    """CONCURRENCY threads, each with one keep-alive connection, for ``seconds``."""
+    results: list[tuple[list[float], int]] = []
+    lock = threading.Lock()
+    start = time.perf_counter()
+    stop = start + seconds
+
+    def worker() -> None:
+        latencies: list[float] = []
+        errors = 0
+        conn = connect()
+        while time.perf_counter() < stop:
+            began = time.perf_counter()
+            try:
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = connect()
+                ok = False
+            latencies.append(time.perf_counter() - began)
+            errors += not ok
+        conn.close()
+        with lock:
+            results.append((latencies, errors))
+
+    threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    latencies = [value for lat, _ in results for value in lat]
+    return Load(len(latencies), sum(e for _, e in results), elapsed, latencies)
+
+
+def seed(fake: Any) -> tuple[Any, str]:
+    from connections_app.models import Connection, GrantType, OAuthClient, Scope, ServiceKey
+
+    secret = secrets.token_urlsafe(16)
+    fake.register_client("proxy-bench-app", secret, {"product.compact"})
+    # A Partner API app: no daily limits, so the bench never spends its budget (every call is
+    # still counted under the budget row's lock).
+    client = OAuthClient.objects.create(
+        name="Proxy bench app",
+        environment="production",
+        grant_type=GrantType.AUTHORIZATION_CODE,
+        client_id="proxy-bench-app",
+        client_secret=secret,
+        partner_api=True,
+    )
+    connection = Connection.objects.create(
+        name="Proxy bench", environment="production", client=client
+    )
+    connection.scopes.set(Scope.objects.filter(name="product.compact"))
+    access, refresh = fake.issue_tokens("proxy-bench-app", ["product.compact"])
+    connection.store_tokens(
+        access_token=access,
+        refresh_token=refresh,
+        expires_in=24 * 3600,  # valid for the whole run: no renewal is measured here
+        granted_scopes="product.compact",
+    )
+    _, raw = ServiceKey.create_key(
+        name="Proxy bench service", connections=[connection], may_fetch_tokens=True
+    )
+    return connection, raw
+
+
+def queries_of(path: str, raw: str) -> int:
+    from django.db import connection as db
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST=HOST, HTTP_X_FORWARDED_PROTO="https")
+    with CaptureQueriesContext(db) as queries:
+        response = client.get(path, headers={"Authorization": f"Bearer {raw}"})
+    if response.status_code != 200:
+        raise SystemExit(f"{path} answered {response.status_code}: {response.content[:300]!r}")
+    return len(queries)
+
+
+def main() -> int:
+    db_url = os.environ.get("TEST_DATABASE_URL")
+    if not db_url:
+        print("bench needs a PostgreSQL database: run it through bench/run", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    from tests.fakes import tls
+    from tests.fakes.fake_kroger import FakeKroger
+
+    tls.trust_test_ca(base.WORK_DIR)
+    fake = FakeKroger().start()
+    base.configure(db_url, fake.url)
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connections
+
+    began = time.monotonic()
+    call_command("migrate", verbosity=0)
+    connection, raw = seed(fake)
+    code, pk = connection.code, connection.pk
+    kroger = urlsplit(fake.url)
+    token_path = f"/api/v1/connections/{code}/token"
+    proxy_path = f"/api/v1/connections/{code}/kroger/products?filter.term=milk"
+    direct_path = f"{kroger.path}products?filter.term=milk"
+    queries_of(proxy_path, raw)  # the first call of an hour also inserts the hour's row
+    proxy_queries = queries_of(proxy_path, raw)
+    access_token = type(connection).objects.get(pk=pk).access_token
+    connections.close_all()
+
+    context = ssl.create_default_context(cafile=os.environ["REQUESTS_CA_BUNDLE"])
+    port = base.free_port()
+    server = base.start_gunicorn(
+        port, base.WORK_DIR / "gunicorn-proxy.log", "bench.wsgi:application"
+    )
+
+    def portal() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def direct() -> http.client.HTTPConnection:
+        host, kport = kroger.hostname or "127.0.0.1", kroger.port or 443
+        return http.client.HTTPSConnection(host, kport, timeout=30, context=context)
+
+    headers = base.headers_for(raw)
+    direct_headers = {
+        "Host": kroger.netloc,
+        "Accept": "application/json",
+        "Authorization": f"Bearer {access_token}",
+    }
+    scenarios: list[tuple[str, Connect, str, dict[str, str]]] = [
+        ("token endpoint (valid token)", portal, token_path, headers),
+        ("proxy: GET products via the portal", portal, proxy_path, headers),
+        ("direct: GET products at the fake", direct, direct_path, direct_headers),
+        ("ceiling: one row by pk as JSON", portal, f"/bench/ceiling/{pk}", headers),
+        ("  + service key (hash lookup)", portal, f"/bench/anatomy/key/{code}", headers),
+        ("  + connection scoped to the key", portal, f"/bench/anatomy/connection/{code}", headers),
+        ("  + its token (decrypted)", portal, f"/bench/anatomy/token/{code}", headers),
+        ("  + hand-out counter = endpoint", portal, f"/bench/anatomy/counted/{code}", headers),
+        ("  (+ audit row per hand-out, before)", portal, f"/bench/anatomy/audited/{code}", headers),
+        ("ceiling, API middleware only", portal, f"/bench/lean/ceiling/{pk}", headers),
+        ("token endpoint, API middleware only", portal, f"/bench/lean/token/{code}", headers),
+    ]
+    measured: dict[str, Load] = {}
+    try:
+        for label, connect, path, with_headers in scenarios:
+            status, body = _probe(connect, path, with_headers)
+            if status != 200:
+                raise SystemExit(f"{label}: {path} answered {status}: {body[:300]!r}")
+            load_with(connect, path, with_headers, 1.0)  # warm up connections and caches
+            measured[label] = load_with(connect, path, with_headers, SECONDS)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except Exception:
+            server.kill()
+        fake.stop()
+    show(measured, proxy_queries=proxy_queries, total=time.monotonic() - began)
+    return 0 if not any(result.errors for result in measured.values()) else 1
+
+
+def _probe(connect: Connect, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    conn = connect()
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def show(measured: dict[str, Load], *, proxy_queries: int, total: float) -> None:
+    print("")
+    load_1, load_5, _ = os.getloadavg()
+    print(f"Proxy and token endpoint: {CONCURRENCY} client threads, {SECONDS:.0f} s each, loopback")
+    print(f"Load average at the end: {load_1:.1f} (1 min), {load_5:.1f} (5 min)")
+    print("")
+    print(f"  {'':<38} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    for label, result in measured.items():
+        print(
+            f"  {label:<38} {result.rate:>9.0f} {result.percentile(50):>9.1f} "
+            f"{result.percentile(99):>9.1f} {result.errors:>7}"
+        )
+    token = measured["token endpoint (valid token)"]
+    proxy = measured["proxy: GET products via the portal"]
+    direct = measured["direct: GET products at the fake"]
+    ceiling = measured["ceiling: one row by pk as JSON"]
+    added = proxy.percentile(50) - direct.percentile(50)
+    goal = "met" if added <= token.percentile(50) else "NOT met"
+    print("")
+    print(
+        f"Portal's added latency at p50 (proxy - direct): {added:.1f} ms; the token endpoint's "
+        f"p50 is {token.percentile(50):.1f} ms: goal {goal}"
+    )
+    print(f"Token endpoint / ceiling: {token.rate / ceiling.rate:.0%} of the requests per second")
+    lean_token = measured["token endpoint, API middleware only"]
+    lean_ceiling = measured["ceiling, API middleware only"]
+    print(
+        f"With only the API's middleware: token endpoint {lean_token.rate:.0f} req/s, ceiling "
+        f"{lean_ceiling.rate:.0f} req/s ({lean_token.rate / lean_ceiling.rate:.0%})"
+    )
+    print(f"SQL queries per proxied call: {proxy_queries}")
+    print(f"Total proxy bench time: {total:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
