@@ -343,7 +343,7 @@ def test_existing_keys_keep_fetching_tokens_after_the_migration() -> None:
     from django.db import connection as db
     from django.db.migrations.executor import MigrationExecutor
 
-    before = [("connections_app", "0003_audit_service_key_edits")]
+    before = [("connections_app", "0004_audit_role_changes")]
     executor = MigrationExecutor(db)
     executor.migrate(before)
     old_apps = executor.loader.project_state(before).apps

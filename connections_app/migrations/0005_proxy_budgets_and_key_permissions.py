@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections_app', '0003_audit_service_key_edits'),
+        ('connections_app', '0004_audit_role_changes'),
     ]
 
     operations = [
