@@ -99,7 +99,18 @@ def get_connection_for_service_key(key: ServiceKey, code: uuid.UUID | str) -> Co
         raise Http404 from None
 
 
-def require_administrator(user: Any) -> None:
-    """Service keys reach every connection they name: only administrators manage them."""
+def require_administrator(user: Any, what: str = "service keys") -> None:
+    """Service keys and webhooks reach every connection: only administrators manage them."""
     if not (user.is_authenticated and user.is_superuser):
-        raise RoleRequired(ADMINISTRATORS, "Only administrators manage service keys.")
+        raise RoleRequired(ADMINISTRATORS, f"Only administrators manage {what}.")
+
+
+def get_webhook_endpoint_for_admin(user: Any, code: uuid.UUID | str) -> Any:
+    """A webhook endpoint, for administrators only: endpoints learn of every connection."""
+    from connections_app.models import WebhookEndpoint
+
+    require_administrator(user, "webhooks")
+    try:
+        return WebhookEndpoint.objects.select_related("created_by").get(code=code)
+    except (WebhookEndpoint.DoesNotExist, ValueError, TypeError, ValidationError):
+        raise Http404 from None

@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.text import capfirst
 
+from connections_app import webhooks
 from connections_app.forms import ConnectionRulesForm, banner_field, changed_labels
 from connections_app.models import (
     TOKENS_DISCARDED,
@@ -34,10 +35,14 @@ from connections_app.models import (
     Scope,
     ServiceKey,
     TokenHandout,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
     changes_detail,
     client_id_validator,
     client_secret_validator,
 )
+from connections_app.webhook_views import WebhookEndpointForm
 
 admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 admin.site.site_header = "Kroger connections administration"
@@ -437,3 +442,77 @@ class KeyQuotaAdmin(LimitAdmin):
     owner_field = "service_key"
     audit_action = AuditAction.SERVICE_KEY_CHANGED
     audit_subject = "service_key"
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """The signing secret is made on save and shown once, on the page after "Save"."""
+
+    form = WebhookEndpointForm
+    list_display = ["url", "description", "format", "events_display", "enabled", "failing_since"]
+    list_filter = ["enabled", "format"]
+    search_fields = ["url", "description"]
+    readonly_fields = ["code", "disabled_reason", "failing_since", "created_by", "created_at"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        editable = ["url", "description", "format", "event_types"]
+        return [*editable, *([] if obj is None else ["enabled"]), *self.readonly_fields]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+            obj.new_secret_value = obj.secret = obj.new_secret()
+            super().save_model(request, obj, form, change)
+            return
+        turned_off = "enabled" in form.changed_data and not obj.enabled
+        if obj.enabled:
+            obj.disabled_reason, obj.failing_since = "", None
+        obj.save(update_fields=[*form.Meta.fields, "events", "disabled_reason", "failing_since"])
+        if turned_off:
+            webhooks.disable(obj, "Disabled by an administrator.")
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        response = TemplateResponse(
+            request,
+            "admin/connections_app/webhookendpoint/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "endpoint": obj,
+                "secret": getattr(obj, "new_secret_value", ""),
+                "title": "Webhook endpoint created",
+            },
+        )
+        add_never_cache_headers(response)
+        return response
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "event", "endpoint", "state", "attempts", "last_error"]
+    list_filter = ["state", "event"]
+    list_select_related = ["endpoint"]
+    fields = [
+        "code",
+        "endpoint",
+        "event",
+        "state",
+        "attempts",
+        "created_at",
+        "first_attempt_at",
+        "next_attempt_at",
+        "finished_at",
+        "last_status_code",
+        "last_error",
+        "payload",
+    ]
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["at", "event", "endpoint", "attempt", "status_code", "duration_ms", "error"]
+    list_filter = ["event"]
+    list_select_related = ["endpoint"]
+    date_hierarchy = "at"

@@ -7,6 +7,7 @@ except the explicit accessors the token operations use.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -20,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import RegexValidator, URLValidator
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -1096,3 +1097,204 @@ class TokenHandout(HourlyCounter):
     @classmethod
     def _first_values(cls, now: datetime) -> dict[str, Any]:
         return {"count": 0, "first_at": now, "last_at": now}
+
+
+# --- Webhooks: endpoints, the outbox and its delivery log -----------------------------------
+
+
+class WebhookEvent(models.TextChoices):
+    CONNECTION_AUTHORIZED = "connection.authorized", "A connection was authorized"
+    CONNECTION_OFFLINE = "connection.offline", "A connection went offline"
+    CONNECTION_RECOVERED = "connection.recovered", "A connection works again"
+    CONNECTION_NEEDS_REAUTHORIZATION = (
+        "connection.needs_reauthorization",
+        "A connection needs to be authorized again",
+    )
+    CONNECTION_DELETED = "connection.deleted", "A connection was deleted"
+    BUDGET_WARNING = "budget.warning", "80% of a Kroger daily budget is spent"
+    BUDGET_EXHAUSTED = "budget.exhausted", "A Kroger daily budget is spent"
+    WEBHOOK_TEST = "webhook.test", "Test event (Send test event)"
+
+
+class WebhookFormat(models.TextChoices):
+    STANDARD = "standard", "Standard Webhooks (signed JSON)"
+    SLACK = "slack", "Slack incoming webhook"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL the portal tells of events, signed with a secret only it and the receiver know."""
+
+    # A rolled secret keeps signing beside the new one this long, so receivers can switch.
+    ROLL_OVERLAP = timedelta(hours=24)
+    SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    url = models.URLField(
+        "URL",
+        max_length=500,
+        validators=[
+            URLValidator(schemes=["http", "https"], message="Enter an http:// or https:// URL.")
+        ],
+        help_text="Where the portal POSTs events, e.g. https://hooks.example.com/kroger.",
+    )
+    description = models.CharField(max_length=200, blank=True)
+    events = models.CharField(
+        max_length=1000, blank=True, help_text="Event types, space-separated; blank for all."
+    )
+    format = models.CharField(
+        max_length=20, choices=WebhookFormat.choices, default=WebhookFormat.STANDARD
+    )
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=255, blank=True)
+    secret = EncryptedTextField()
+    previous_secret = EncryptedTextField()
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="Start of the current run of failed deliveries."
+    )
+    lease_until = models.DateTimeField(
+        null=True, blank=True, help_text="A worker is delivering to this endpoint until then."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["url", "pk"]
+        verbose_name = "webhook endpoint"
+
+    def __str__(self) -> str:
+        return self.description or self.url
+
+    @classmethod
+    def new_secret(cls) -> str:
+        """A Standard Webhooks secret: ``whsec_`` and 32 random bytes in base64."""
+        return cls.SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+    @property
+    def event_list(self) -> list[str]:
+        return self.events.split()
+
+    def wants(self, event: str) -> bool:
+        return event == WebhookEvent.WEBHOOK_TEST or not self.events or event in self.event_list
+
+    def events_display(self) -> str:
+        return ", ".join(self.event_list) if self.events else "all events"
+
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
+        """The secrets that sign a delivery now: the current one, and a rolled one for a day."""
+        now = now or timezone.now()
+        keys = [self.secret]
+        if (
+            self.previous_secret
+            and self.previous_secret_until is not None
+            and self.previous_secret_until > now
+        ):
+            keys.append(self.previous_secret)
+        return keys
+
+    def roll_secret(self, now: datetime | None = None) -> str:
+        """A new secret, returned once; the old one goes on signing for ROLL_OVERLAP."""
+        now = now or timezone.now()
+        raw = self.new_secret()
+        self.previous_secret = self.secret
+        self.previous_secret_until = now + self.ROLL_OVERLAP
+        self.secret = raw
+        self.save(update_fields=["secret", "previous_secret", "previous_secret_until"])
+        return raw
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one event for one endpoint, written in the transaction of the change it
+    reports, so that a rolled-back change sends nothing and a committed one is always sent."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.CharField(max_length=60)
+    payload = models.TextField(help_text="The JSON body, as signed.")
+    created_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(
+        max_length=20, choices=DeliveryState.choices, default=DeliveryState.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["endpoint", "state", "id"]),
+            models.Index(fields=["state", "next_attempt_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.endpoint_id} ({self.state})"
+
+    @property
+    def webhook_id(self) -> str:
+        """The ``webhook-id`` header: the same on every attempt, for receivers to deduplicate."""
+        return f"msg_{self.code.hex}"
+
+
+class WebhookAttempt(models.Model):
+    """One try at a delivery: the endpoint's delivery log."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="log")
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="tries")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    event = models.CharField(max_length=60)
+    attempt = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["endpoint", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.event} #{self.attempt}: {self.outcome}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def outcome(self) -> str:
+        return f"HTTP {self.status_code}" if self.status_code else (self.error or "no answer")
+
+
+class PortalMetric(models.Model):
+    """Values /metrics reads that no other table holds, such as the worker's last pass."""
+
+    WORKER_LAST_PASS = "worker_last_pass"  # noqa: S105 (a name)
+
+    name = models.CharField(max_length=100)
+    label = models.CharField(max_length=100, blank=True)
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name", "label"], name="portal_metric_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}{{{self.label}}} {self.value}"
+
+    @classmethod
+    def put(cls, name: str, value: float, label: str = "") -> None:
+        cls.objects.update_or_create(name=name, label=label, defaults={"value": value})

@@ -136,6 +136,15 @@ USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90)
 if USAGE_RETENTION_DAYS < 1:
     raise ConfigError(f"USAGE_RETENTION_DAYS={USAGE_RETENTION_DAYS} must be 1 or more")
 
+# Webhooks: deliveries go only to public addresses unless this is on (receivers inside the
+# team's own network); the delivery log is kept this many days.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+WEBHOOK_LOG_DAYS = env_int("WEBHOOK_LOG_DAYS", 30)
+if WEBHOOK_LOG_DAYS < 1:
+    raise ConfigError(f"WEBHOOK_LOG_DAYS={WEBHOOK_LOG_DAYS} must be at least 1")
+# /metrics answers only with this bearer token; without it the endpoint does not exist.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+
 ALLOWED_SIGNUP_DOMAINS = [d.lower().lstrip("@") for d in env_list("ALLOWED_SIGNUP_DOMAINS")]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from connections_app import account_views, api, service_keys, views
+from connections_app import account_views, api, metrics, service_keys, views, webhook_views
 
 handler403 = views.permission_denied
 
@@ -47,6 +47,18 @@ urlpatterns = [
         service_keys.service_key_revoke,
         name="service_key_revoke",
     ),
+    path("webhooks/", webhook_views.webhook_list, name="webhook_list"),
+    path("webhooks/new/", webhook_views.webhook_create, name="webhook_create"),
+    path("webhooks/<uuid:code>/", webhook_views.webhook_detail, name="webhook_detail"),
+    path("webhooks/<uuid:code>/edit/", webhook_views.webhook_edit, name="webhook_edit"),
+    path(
+        "webhooks/<uuid:code>/roll-secret/",
+        webhook_views.webhook_roll_secret,
+        name="webhook_roll_secret",
+    ),
+    path("webhooks/<uuid:code>/test/", webhook_views.webhook_test, name="webhook_test"),
+    path("webhooks/<uuid:code>/delete/", webhook_views.webhook_delete, name="webhook_delete"),
+    path("metrics", metrics.metrics, name="metrics"),
     re_path(r"^accounts/password/reset/", account_views.password_reset),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.db import DatabaseError, close_old_connections, connections
 
-from connections_app import lifecycle
+from connections_app import lifecycle, webhooks
+from connections_app.models import PortalMetric
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,18 @@ def refresh_due(
     concurrency: int = DEFAULT_CONCURRENCY,
     stop: threading.Event | None = None,
 ) -> int:
-    """One pass: refresh every connection due now. Returns how many this worker handled."""
+    """One pass: refresh every connection due now, then deliver the webhooks due. Returns how
+    many connections this worker handled."""
+    handled = _refresh_pass(window=window, concurrency=concurrency, stop=stop)
+    try:
+        webhooks.deliver_due(stop=stop)
+    except Exception as exc:  # a webhook problem must not stop the refreshes
+        logger.error("Webhook delivery pass crashed (%s)", type(exc).__name__)
+    PortalMetric.put(PortalMetric.WORKER_LAST_PASS, time.time())
+    return handled
+
+
+def _refresh_pass(*, window: timedelta, concurrency: int, stop: threading.Event | None) -> int:
     _offline_if_expired()
     due = lifecycle.due_for_refresh(window=window).order_by("token_expires_at", "pk")
     ids = list(due.values_list("pk", flat=True)[:BATCH])
