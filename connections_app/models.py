@@ -1133,7 +1133,11 @@ class WebhookEndpoint(models.Model):
         "URL",
         max_length=500,
         validators=[
-            URLValidator(schemes=["http", "https"], message="Enter an http:// or https:// URL.")
+            URLValidator(
+                schemes=["http", "https"],
+                message="Enter an http:// or https:// URL.",
+                code="scheme",
+            )
         ],
         help_text="Where the portal POSTs events, e.g. https://hooks.example.com/kroger.",
     )

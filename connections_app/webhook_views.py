@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.core.validators import URLValidator
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -23,11 +24,22 @@ from connections_app import webhooks
 from connections_app.access import get_webhook_endpoint_for_admin, require_administrator
 from connections_app.models import DeliveryState, WebhookEndpoint, WebhookEvent
 
+HTTP_URL_MESSAGE = "Enter an http:// or https:// URL."
 # What an endpoint can ask for; webhook.test always reaches the endpoint it is sent to.
 SUBSCRIBABLE = [(e.value, f"{e.value} — {e.label}") for e in WebhookEvent if e != "webhook.test"]
 
 
 class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
+    url = forms.URLField(
+        label="URL",
+        max_length=500,
+        assume_scheme="https",
+        validators=[
+            URLValidator(schemes=["http", "https"], message=HTTP_URL_MESSAGE, code="scheme")
+        ],
+        help_text="Where the portal POSTs events, e.g. https://hooks.example.com/kroger.",
+        widget=forms.URLInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
     event_types = forms.MultipleChoiceField(
         label="Events",
         choices=SUBSCRIBABLE,
@@ -39,19 +51,18 @@ class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
     class Meta:
         model = WebhookEndpoint
         fields = ["url", "description", "format", "enabled"]
-        labels = {"url": "URL", "format": "Format", "enabled": "Enabled"}
+        labels = {"format": "Format", "enabled": "Enabled"}
         help_texts = {
             "description": "What receives the events, e.g. On-call alerts.",
             "format": 'Slack posts {"text": …} that a Slack incoming webhook accepts; '
             "Standard Webhooks posts the signed event as JSON.",
         }
-        widgets = {"url": forms.URLInput(attrs={"autocomplete": "off", "spellcheck": "false"})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["event_types"].initial = self.instance.event_list
         if self.instance.pk is None:
-            del self.fields["enabled"]
+            self.fields.pop("enabled", None)
 
     def clean_url(self) -> str:
         url: str = self.cleaned_data["url"].strip()

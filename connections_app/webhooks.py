@@ -341,8 +341,8 @@ def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
         ("is_loopback", "a loopback address"),
         ("is_link_local", "a link-local address (such as the cloud metadata service)"),
         ("is_multicast", "a multicast address"),
-        ("is_private", "a private address"),
         ("is_reserved", "a reserved address"),
+        ("is_private", "a private address"),
     ]
     for attribute, label in classes:
         if getattr(address, attribute):

@@ -11,7 +11,7 @@ from connections_app.webhook_views import WebhookEndpointForm
 
 class Command(BaseCommand):
     help = (
-        "Add a webhook endpoint and print its signing secret, once. Events default to all: "
+        "Add a webhook endpoint and print its signing secret (on stdout), once. Events default to all: "
         + ", ".join(e.value for e in WebhookEvent if e != WebhookEvent.WEBHOOK_TEST)
         + "."
     )
@@ -56,6 +56,9 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         endpoint.save()
-        self.stdout.write(f"Webhook endpoint {endpoint.url} ({endpoint.events_display()}).")
-        self.stdout.write("Signing secret (shown only this once):")
+        # The secret alone on stdout, so that scripts can capture it; the note on stderr.
+        self.stderr.write(
+            f"Webhook endpoint {endpoint.url} created ({endpoint.get_format_display()}, "
+            f"{endpoint.events_display()}). Its signing secret, shown only this once:"
+        )
         self.stdout.write(secret)
