@@ -48,14 +48,14 @@ def test_it_takes_events_and_a_format() -> None:
 
 
 def test_it_names_an_unknown_event() -> None:
-    with pytest.raises(CommandError, match="--events: Select a valid choice. connection.lost"):
+    with pytest.raises(CommandError, match=r"--events: Select a valid choice\. connection\.lost"):
         run("https://hooks.example.com/", "--events", "connection.lost")
     assert not WebhookEndpoint.objects.exists()
 
 
 def test_it_refuses_a_url_that_is_not_http_or_points_inside() -> None:
-    with pytest.raises(CommandError, match="Enter an http:// or https:// URL."):
+    with pytest.raises(CommandError, match=r"Enter an http:// or https:// URL\."):
         run("ftp://hooks.example.com/")
-    with pytest.raises(CommandError, match="169.254.169.254 is a link-local address"):
+    with pytest.raises(CommandError, match=r"169\.254\.169\.254 is a link-local address"):
         run("http://169.254.169.254/")
     assert not WebhookEndpoint.objects.exists()

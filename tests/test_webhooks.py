@@ -214,7 +214,7 @@ def test_after_a_day_of_failures_the_delivery_fails_and_the_endpoint_is_disabled
 def test_each_endpoint_receives_only_the_events_it_wants(
     receiver: Receiver, connection: Connection
 ) -> None:
-    everything, _ = make_endpoint(receiver.url("/all"))
+    make_endpoint(receiver.url("/all"))
     make_endpoint(receiver.url("/deleted"), events="connection.deleted")
     make_endpoint(receiver.url("/off"), enabled=False)
 

@@ -11,7 +11,8 @@ from connections_app.webhook_views import WebhookEndpointForm
 
 class Command(BaseCommand):
     help = (
-        "Add a webhook endpoint and print its signing secret (on stdout), once. Events default to all: "
+        "Add a webhook endpoint and print its signing secret (on stdout), once. Events "
+        "default to all: "
         + ", ".join(e.value for e in WebhookEvent if e != WebhookEvent.WEBHOOK_TEST)
         + "."
     )
