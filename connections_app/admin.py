@@ -38,6 +38,7 @@ from connections_app.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
+    WebhookEvent,
     changes_detail,
     client_id_validator,
     client_secret_validator,
@@ -205,7 +206,9 @@ class ConnectionAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
             form.instance.record_created(request.user)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        obj.delete_recorded(request.user)
+        with transaction.atomic():
+            webhooks.emit_connection_event(WebhookEvent.CONNECTION_DELETED, obj)
+            obj.delete_recorded(request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for obj in queryset:

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from connections_app import budgets, consent, lifecycle
+from connections_app import budgets, consent, lifecycle, webhooks
 from connections_app.access import (
     can_edit,
     get_client_for_user,
@@ -31,7 +31,13 @@ from connections_app.access import (
 )
 from connections_app.forms import ConnectionForm, OAuthClientForm, changed_labels
 from connections_app.lifecycle import Actor
-from connections_app.models import TOKENS_DISCARDED, Connection, OAuthClient, TokenUnavailable
+from connections_app.models import (
+    TOKENS_DISCARDED,
+    Connection,
+    OAuthClient,
+    TokenUnavailable,
+    WebhookEvent,
+)
 
 PAGE_SIZE = 25
 HISTORY_SIZE = 50  # events shown on a connection page, newest first
@@ -408,7 +414,9 @@ def connection_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     if request.method == "POST":
         name = connection.name
-        connection.delete_recorded(request.user)
+        with transaction.atomic():  # the event is sent only if the deletion is made
+            webhooks.emit_connection_event(WebhookEvent.CONNECTION_DELETED, connection)
+            connection.delete_recorded(request.user)
         messages.success(request, f"Connection “{name}” deleted.")
         return redirect("home")
     return render(request, "connections/connection_confirm_delete.html", {"connection": connection})
