@@ -3,8 +3,9 @@
 Getting a token, renewing it (on demand, when a person asks, when the worker finds it due),
 what a failed renewal does, authorizing with a token answer, disconnecting and testing all
 live here. Each step returns what happened (an ``Outcome``); ``notifications.announce`` is the
-one place where an outcome becomes e-mail. ``Connection`` keeps the fields, the rules and the
-small state changes these steps are made of.
+one place where an outcome becomes e-mail, once committed, and ``webhooks.announce`` writes the
+events it reports to the outbox inside the step's own transaction. ``Connection`` keeps the
+fields, the rules and the small state changes these steps are made of.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from connections_app import budgets, kroger, notifications
+from connections_app import budgets, kroger, notifications, webhooks
 from connections_app.models import (
     KROGER_UNREACHABLE,
     NEEDS_REAUTHORIZATION,
@@ -251,6 +252,7 @@ def _claim_and_renew(
         if connection is None:
             return None
         outcome = _renew_locked(connection, request)
+        webhooks.announce(connection, outcome)  # in the change's transaction: the outbox
     notifications.announce(connection, outcome)
     return connection, outcome
 
@@ -493,6 +495,7 @@ def authorize_with(
             f"{locked.get_environment_display()}, scopes granted: "
             f"{locked.granted_scopes or 'none'}",
         )
+        webhooks.announce_authorized(locked, recovered=recovered)
     notifications.announce(
         locked,
         Outcome("authorized", notice=Notice.RECOVERY if recovered else Notice.NONE),

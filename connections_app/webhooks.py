@@ -33,7 +33,7 @@ import urllib3
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
@@ -42,6 +42,8 @@ from standardwebhooks.webhooks import Webhook
 from connections_app.models import (
     Connection,
     DeliveryState,
+    Notice,
+    Outcome,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -110,6 +112,39 @@ def emit_connection_event(event: str, connection: Connection, *, reason: str = "
     if reason:
         data["reason"] = reason
     return emit(event, data)
+
+
+def announce(connection: Connection, outcome: Outcome) -> None:
+    """The events a token change reports, written in its transaction: what
+    ``notifications.announce`` tells people by e-mail once the change is committed."""
+    if outcome.notice is Notice.FAILURE:
+        event = (
+            WebhookEvent.CONNECTION_NEEDS_REAUTHORIZATION
+            if connection.needs_reauthorization
+            else WebhookEvent.CONNECTION_OFFLINE
+        )
+        _queue(event, connection, reason=outcome.notice_detail)
+    elif outcome.notice is Notice.RECOVERY:
+        _queue(WebhookEvent.CONNECTION_RECOVERED, connection)
+
+
+def announce_authorized(connection: Connection, *, recovered: bool) -> None:
+    """A new consent (or client-credentials token) was stored, in this transaction."""
+    _queue(WebhookEvent.CONNECTION_AUTHORIZED, connection)
+    if recovered:
+        _queue(WebhookEvent.CONNECTION_RECOVERED, connection)
+
+
+def _queue(event: str, connection: Connection, *, reason: str = "") -> None:
+    # A savepoint: should the outbox write fail, the token change around it (a rotated refresh
+    # token, which Kroger has already invalidated the old one for) must still be committed.
+    try:
+        with transaction.atomic():
+            emit_connection_event(event, connection, reason=reason)
+    except DatabaseError as exc:
+        logger.error(
+            "Could not queue %s for connection %s: %s", event, connection.code, type(exc).__name__
+        )
 
 
 def send_test_event(endpoint: WebhookEndpoint, *, actor: Any = None) -> WebhookDelivery:

@@ -28,7 +28,7 @@ from connections_app.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from tests.keepalive import ROOT
+from tests.concurrent_callers import ROOT
 
 TOKEN = "metrics-token-for-tests-7Hq2"
 

@@ -29,8 +29,8 @@ from connections_app.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from tests.concurrent_callers import ROOT
 from tests.fakes.receiver import Receiver
-from tests.keepalive import ROOT
 
 
 @pytest.fixture

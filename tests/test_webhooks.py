@@ -83,7 +83,7 @@ def test_it_puts_no_token_or_secret_in_a_payload(
     connection: Connection,
     fake_kroger: Any,
 ) -> None:
-    from tests.keepalive import authorize
+    from tests.connection_states import authorize
 
     authorize(connection, fake_kroger)
     emit_offline(connection)
@@ -98,10 +98,11 @@ def test_a_rolled_back_change_sends_nothing(
     receiver: Receiver, endpoint: tuple[WebhookEndpoint, str], connection: Connection
 ) -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
-        connection.mark_offline("Kroger unreachable: timeout")
+        connection.set_state(status="offline", status_reason="Kroger unreachable: timeout")
         webhooks.emit_connection_event(WebhookEvent.CONNECTION_OFFLINE, connection)
         raise RuntimeError("the change fails after the event was written")
 
+    assert Connection.objects.get().status == "not_authorized"
     assert WebhookDelivery.objects.count() == 0
     assert webhooks.deliver_due() == 0
     assert receiver.received == []

@@ -24,6 +24,9 @@ class _Server(TLSServerMixin, ThreadingHTTPServer):
     daemon_threads = True
     receiver: Receiver
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up (a killed worker, a refused certificate): nothing to say
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
