@@ -140,8 +140,8 @@ if USAGE_RETENTION_DAYS < 1:
 # team's own network); the delivery log is kept this many days.
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
 WEBHOOK_LOG_DAYS = env_int("WEBHOOK_LOG_DAYS", 30)
-if WEBHOOK_LOG_DAYS < 1:
-    raise ConfigError(f"WEBHOOK_LOG_DAYS={WEBHOOK_LOG_DAYS} must be at least 1")
+if not 1 <= WEBHOOK_LOG_DAYS <= 3650:
+    raise ConfigError(f"WEBHOOK_LOG_DAYS={WEBHOOK_LOG_DAYS} must be between 1 and 3650 days")
 # /metrics answers only with this bearer token; without it the endpoint does not exist.
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
 

@@ -61,6 +61,9 @@ def test_a_good_production_configuration_starts() -> None:
         ({"KROGER_PRODUCTION_URL": "http://127.0.0.1:9999/v1/"}, "KROGER_PRODUCTION_URL"),
         ({"KROGER_CERTIFICATION_URL": "http://localhost:9999/v1/"}, "KROGER_CERTIFICATION_URL"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
+        ({"WEBHOOK_ALLOW_PRIVATE": "sometimes"}, "WEBHOOK_ALLOW_PRIVATE"),
+        ({"WEBHOOK_LOG_DAYS": "a month"}, "WEBHOOK_LOG_DAYS"),
+        ({"WEBHOOK_LOG_DAYS": "0"}, "WEBHOOK_LOG_DAYS"),
         (
             {"ALLOWED_SIGNUP_DOMAINS": "team.example", "ACCOUNT_EMAIL_VERIFICATION": "none"},
             "ACCOUNT_EMAIL_VERIFICATION",
