@@ -8,7 +8,8 @@ write lock at BEGIN), so processes and containers on one database agree on every
 budget is never overspent. Who spent it is kept as hourly counters (``ApiUsage``).
 
 ``budget_warning`` and ``budget_exhausted`` are the one place where those events happen: the
-e-mail is sent from there, and anything else that should hear of them hooks in there too.
+e-mail is sent from there once the count is committed; the webhook events are written to the
+outbox by ``spend`` and ``kroger_said_spent`` inside the transaction that counted the call.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from connections_app import notifications
+from connections_app import notifications, webhooks
 from connections_app.models import (
     BUDGET_WARNING_SHARE,
     ApiBudget,
@@ -29,6 +30,7 @@ from connections_app.models import (
     KeyQuota,
     OAuthClient,
     ServiceKey,
+    WebhookEvent,
     api_label,
     seconds_until,
 )
@@ -70,6 +72,11 @@ def spend(
         if warn:
             budget.warned_for_window = budget.window_started_at
         budget.save(update_fields=["window_started_at", "calls", "warned_for_window"])
+        # The webhook events, in the transaction that counted the call (e-mail waits for it).
+        if warn:
+            webhooks.announce_budget(WebhookEvent.BUDGET_WARNING, budget, reason="limit")
+        if budget.daily_limit is not None and budget.calls == budget.daily_limit:
+            webhooks.announce_budget(WebhookEvent.BUDGET_EXHAUSTED, budget, reason="limit")
         if quota is not None:
             quota.start_window_if_over(now)
             quota.calls += 1
@@ -98,6 +105,8 @@ def kroger_said_spent(
         newly_spent = not budget.spent_by_kroger(now)
         budget.spent_until = until
         budget.save(update_fields=["window_started_at", "calls", "spent_until"])
+        if newly_spent:
+            webhooks.announce_budget(WebhookEvent.BUDGET_EXHAUSTED, budget, reason="kroger")
     logger.warning("Kroger answered 429 for client %s, API %s", client.code, api)
     if newly_spent:
         budget_exhausted(budget)

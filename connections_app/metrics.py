@@ -5,8 +5,9 @@ gunicorn process and every web container answers the same. Aggregates only: no l
 connection, so the number of series does not grow with the number of connections, and a
 scrape makes the same few queries however many there are.
 
-Counters of what happened (renewals, token hand-outs) are counted in the audit trail: pruning
-it lowers them, which Prometheus' ``rate()`` and ``increase()`` read as a counter reset.
+Counters of what happened are sums of what the portal keeps anyway: renewals of the audit
+trail, token hand-outs and Kroger API calls of the hourly usage counters. Pruning either lowers
+them, which Prometheus' ``rate()`` and ``increase()`` read as a counter reset.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ import hmac
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from connections_app.models import (
+    KROGER_DAILY_LIMITS,
     NEEDS_REAUTHORIZATION,
+    ApiBudget,
+    ApiUsage,
     AuditAction,
     AuditEvent,
     Connection,
@@ -31,6 +36,7 @@ from connections_app.models import (
     DeliveryState,
     Environment,
     PortalMetric,
+    TokenHandout,
     WebhookDelivery,
 )
 
@@ -43,6 +49,8 @@ class PortalCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._connections()
         yield from self._audit_counters()
+        yield from self._usage_counters()
+        yield from self._budgets()
         yield from self._webhooks()
         yield from self._worker()
 
@@ -85,7 +93,7 @@ class PortalCollector(Collector):
         yield needing
 
     def _audit_counters(self) -> Iterator[Metric]:
-        actions = [AuditAction.REFRESHED, AuditAction.REFRESH_FAILED, AuditAction.TOKEN_ISSUED]
+        actions = [AuditAction.REFRESHED, AuditAction.REFRESH_FAILED]
         counted = dict.fromkeys(actions, 0)
         rows = (
             AuditEvent.objects.order_by()
@@ -103,12 +111,47 @@ class PortalCollector(Collector):
         renewals.add_metric(["refreshed"], counted[AuditAction.REFRESHED])
         renewals.add_metric(["failed"], counted[AuditAction.REFRESH_FAILED])
         yield renewals
+
+    def _usage_counters(self) -> Iterator[Metric]:
+        handed_out = TokenHandout.objects.order_by().aggregate(total=Sum("count"))["total"]
         handouts = CounterMetricFamily(
             PREFIX + "token_handouts",
             "Access tokens handed to services through the service API.",
         )
-        handouts.add_metric([], counted[AuditAction.TOKEN_ISSUED])
+        handouts.add_metric([], handed_out or 0)
         yield handouts
+        calls = CounterMetricFamily(
+            PREFIX + "kroger_api_calls",
+            "Calls to Kroger's APIs through the portal (the proxy and Test connection), by API.",
+            labels=["api"],
+        )
+        rows = ApiUsage.objects.order_by().values("api").annotate(total=Sum("count"))
+        totals = dict.fromkeys(KROGER_DAILY_LIMITS, 0)
+        totals.update({row["api"]: row["total"] for row in rows})
+        for api, total in sorted(totals.items()):
+            calls.add_metric([api], total)
+        yield calls
+
+    def _budgets(self) -> Iterator[Metric]:
+        """Per OAuth 2.0 client and API: a handful of apps, never one series per connection."""
+        now = timezone.now()
+        used = GaugeMetricFamily(
+            PREFIX + "budget_used_calls",
+            "Calls counted in the current 24-hour window of a Kroger daily budget.",
+            labels=["client", "api"],
+        )
+        limit = GaugeMetricFamily(
+            PREFIX + "budget_limit_calls",
+            "The daily limit of a Kroger budget (absent when it has none).",
+            labels=["client", "api"],
+        )
+        for budget in ApiBudget.objects.select_related("client").order_by("client__name", "api"):
+            labels = [budget.client.name, budget.api]
+            used.add_metric(labels, budget.calls_in_window(now))
+            if budget.daily_limit is not None:
+                limit.add_metric(labels, budget.daily_limit)
+        yield used
+        yield limit
 
     def _webhooks(self) -> Iterator[Metric]:
         counted = dict.fromkeys([DeliveryState.PENDING, DeliveryState.FAILED], 0)

@@ -40,6 +40,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from connections_app.models import (
+    ApiBudget,
     Connection,
     DeliveryState,
     Notice,
@@ -135,16 +136,42 @@ def announce_authorized(connection: Connection, *, recovered: bool) -> None:
         _queue(WebhookEvent.CONNECTION_RECOVERED, connection)
 
 
+def announce_budget(event: str, budget: ApiBudget, *, reason: str) -> None:
+    """A daily budget reached 80% (``budget.warning``) or was spent (``budget.exhausted``),
+    written in the transaction that counted the call. ``reason``: limit or kroger."""
+    now = timezone.now()
+    resets = budget.exhausted_until(now) or budget.window_ends_at(now)
+    data = {
+        "budget": {
+            "client": budget.client.name,
+            "client_id": str(budget.client.code),
+            "api": budget.api,
+            "used": budget.calls_in_window(now),
+            "limit": budget.daily_limit,
+            "reason": reason,
+            "resets_at": resets.isoformat().replace("+00:00", "Z") if resets else None,
+        }
+    }
+    _guarded(event, f"client {budget.client.code}", lambda: emit(event, data))
+
+
 def _queue(event: str, connection: Connection, *, reason: str = "") -> None:
-    # A savepoint: should the outbox write fail, the token change around it (a rotated refresh
-    # token, which Kroger has already invalidated the old one for) must still be committed.
+    _guarded(
+        event,
+        f"connection {connection.code}",
+        lambda: emit_connection_event(event, connection, reason=reason),
+    )
+
+
+def _guarded(event: str, about: str, write: Callable[[], object]) -> None:
+    # A savepoint: should the outbox write fail, the change around it (a rotated refresh
+    # token, for which Kroger has already invalidated the old one; a counted call) must still
+    # be committed.
     try:
         with transaction.atomic():
-            emit_connection_event(event, connection, reason=reason)
+            write()
     except DatabaseError as exc:
-        logger.error(
-            "Could not queue %s for connection %s: %s", event, connection.code, type(exc).__name__
-        )
+        logger.error("Could not queue %s for %s: %s", event, about, type(exc).__name__)
 
 
 def send_test_event(endpoint: WebhookEndpoint, *, actor: Any = None) -> WebhookDelivery:
@@ -356,9 +383,12 @@ def slack_text(message: dict[str, Any]) -> str:
         budget = data.get("budget") or {}
         used, limit = budget.get("used"), budget.get("limit")
         what = "is spent" if event == WebhookEvent.BUDGET_EXHAUSTED else "is 80% spent"
+        if budget.get("reason") == "kroger":
+            what = "is spent: Kroger answered 429 (the app is also used outside the portal)"
+        of = f" ({used:,} of {limit:,} calls)" if used is not None and limit else ""
         return (
-            f"The Kroger {budget.get('api', '')} daily budget of “{budget.get('client', '')}” "
-            f"{what} ({used} of {limit} calls)."
+            f"The Kroger {budget.get('api', '')} daily budget of the OAuth 2.0 client "
+            f"“{budget.get('client', '')}” {what}{of}."
         )
     return str(data.get("message") or event)
 

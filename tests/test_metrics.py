@@ -17,14 +17,18 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from connections_app import budgets
 from connections_app.models import (
     NEEDS_REAUTHORIZATION,
+    ApiBudget,
     AuditAction,
     AuditEvent,
     Connection,
     ConnectionStatus,
     OAuthClient,
     PortalMetric,
+    ServiceKey,
+    TokenHandout,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -70,13 +74,17 @@ def seed(oauth_client: OAuthClient) -> None:
             status=status,
             status_reason=reason,
         )
-    for action, count in (
-        (AuditAction.REFRESHED, 5),
-        (AuditAction.REFRESH_FAILED, 2),
-        (AuditAction.TOKEN_ISSUED, 7),
-    ):
+    for action, count in ((AuditAction.REFRESHED, 5), (AuditAction.REFRESH_FAILED, 2)):
         for _ in range(count):
             AuditEvent.record(action, actor_label="test")
+    key, _ = ServiceKey.create_key(name="Shopping list service", all_connections=True)
+    online = Connection.objects.get(name="Online")
+    for _ in range(7):
+        TokenHandout.bump(service_key=key, connection=online)
+    ApiBudget.objects.create(client=oauth_client, api="products", daily_limit=10)
+    for _ in range(3):
+        assert budgets.spend(oauth_client, "products", key) is None
+    assert budgets.spend(oauth_client, "locations") is None
     endpoint = WebhookEndpoint.objects.create(
         url="https://hooks.example.com/", secret=WebhookEndpoint.new_secret()
     )
@@ -106,6 +114,16 @@ EXPECTED = {
     ("kroger_portal_renewals_total", (("outcome", "refreshed"),)): 5,
     ("kroger_portal_renewals_total", (("outcome", "failed"),)): 2,
     ("kroger_portal_token_handouts_total", ()): 7,
+    ("kroger_portal_kroger_api_calls_total", (("api", "products"),)): 3,
+    ("kroger_portal_kroger_api_calls_total", (("api", "locations"),)): 1,
+    ("kroger_portal_kroger_api_calls_total", (("api", "cart"),)): 0,
+    ("kroger_portal_budget_used_calls", (("api", "products"), ("client", "Shopping app"))): 3,
+    ("kroger_portal_budget_limit_calls", (("api", "products"), ("client", "Shopping app"))): 10,
+    ("kroger_portal_budget_used_calls", (("api", "locations"), ("client", "Shopping app"))): 1,
+    (
+        "kroger_portal_budget_limit_calls",
+        (("api", "locations"), ("client", "Shopping app")),
+    ): 1600,
     ("kroger_portal_webhook_deliveries", (("state", "pending"),)): 3,
     ("kroger_portal_webhook_deliveries", (("state", "failed"),)): 1,
     ("kroger_portal_worker_last_pass_timestamp_seconds", ()): 1_800_000_000.0,

@@ -10,10 +10,11 @@ import pytest
 from django.db import DatabaseError, transaction
 from django.test import Client
 
-from connections_app import kroger, lifecycle, webhooks, worker
+from connections_app import budgets, kroger, lifecycle, webhooks, worker
 from connections_app.lifecycle import Actor
 from connections_app.models import (
     NEEDS_REAUTHORIZATION,
+    ApiBudget,
     Connection,
     ConnectionStatus,
     TokenUnavailable,
@@ -179,3 +180,48 @@ def test_a_failing_outbox_write_does_not_undo_a_renewal(
     assert stored.status == ConnectionStatus.ONLINE
     assert stored.refresh_token != connection.refresh_token  # the rotated one was kept
     assert [event for event, _ in events()] == ["connection.offline"]
+
+
+# --- Kroger daily budgets ----------------------------------------------------------------------
+
+
+def test_a_budget_warns_at_80_percent_and_is_exhausted_at_its_limit_once_each(
+    oauth_client: Any, endpoint: WebhookEndpoint
+) -> None:
+    ApiBudget.objects.create(client=oauth_client, api="products", daily_limit=5)
+
+    refusals = [budgets.spend(oauth_client, "products") for _ in range(7)]
+
+    assert [refusal is None for refusal in refusals] == [True] * 5 + [False] * 2
+    (warning, warned), (exhausted, spent) = events()
+    assert (warning, exhausted) == ("budget.warning", "budget.exhausted")
+    assert warned["budget"]["used"] == 4 and spent["budget"]["used"] == 5
+    assert warned["budget"] | {"used": 5, "reason": "limit"} == spent["budget"]
+    assert spent["budget"]["client"] == "Shopping app"
+    assert spent["budget"]["client_id"] == str(oauth_client.code)
+    assert (spent["budget"]["api"], spent["budget"]["limit"]) == ("products", 5)
+    assert spent["budget"]["resets_at"].endswith("Z")
+
+
+def test_kroger_answering_429_exhausts_the_budget_once(
+    oauth_client: Any, endpoint: WebhookEndpoint
+) -> None:
+    budgets.kroger_said_spent(oauth_client, "locations", retry_after=None)
+    budgets.kroger_said_spent(oauth_client, "locations", retry_after=None)
+
+    [(event, data)] = events()
+    assert event == "budget.exhausted"
+    assert (data["budget"]["api"], data["budget"]["reason"]) == ("locations", "kroger")
+
+
+def test_a_call_counted_in_a_rolled_back_transaction_sends_no_budget_event(
+    oauth_client: Any, endpoint: WebhookEndpoint
+) -> None:
+    ApiBudget.objects.create(client=oauth_client, api="cart", daily_limit=1)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        budgets.spend(oauth_client, "cart")
+        raise RuntimeError("the surrounding change failed")
+
+    assert events() == []
+    assert ApiBudget.objects.get(api="cart").calls == 0

@@ -212,6 +212,21 @@ def test_after_a_day_of_failures_the_delivery_fails_and_the_endpoint_is_disabled
     assert len(receiver.received) == 3
 
 
+def test_slack_format_tells_of_a_spent_budget(receiver: Receiver, oauth_client: Any) -> None:
+    from connections_app import budgets
+    from connections_app.models import ApiBudget
+
+    make_endpoint(receiver.url(), format=WebhookFormat.SLACK, events="budget.exhausted")
+    ApiBudget.objects.create(client=oauth_client, api="products", daily_limit=1)
+    budgets.spend(oauth_client, "products")
+    webhooks.deliver_due()
+
+    assert json.loads(receiver.received[0].body) == {
+        "text": "The Kroger products daily budget of the OAuth 2.0 client “Shopping app” is "
+        "spent (1 of 1 calls)."
+    }
+
+
 def test_each_endpoint_receives_only_the_events_it_wants(
     receiver: Receiver, connection: Connection
 ) -> None:
