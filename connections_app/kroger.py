@@ -4,13 +4,15 @@ Base URLs come only from ``settings.KROGER_BASE_URLS`` (never from user input). 
 becomes a ``KrogerError`` whose ``message`` tells people what most likely went wrong and what
 to check; no message, log line or exception here ever holds a secret.
 
-Why the token endpoint is called with ``requests`` rather than ``OAuth2Session.fetch_token``:
-oauthlib refuses plain ``http://`` unless the process-wide ``OAUTHLIB_INSECURE_TRANSPORT``
-environment variable is set, and it reads that variable on every call, in every thread. There
-is no per-session switch, and the portal must allow ``http://`` for loopback hosts only (a
-local fake Kroger in tests and development) while every other thread keeps insisting on
-HTTPS. So the transport rule lives in ``_base_url`` below, the form bodies are the three
-RFC 6749 grants spelled out, and one code path serves the real Kroger and the fake alike.
+OAuth 2.0 is spoken through requests-oauthlib's ``OAuth2Session`` (oauthlib underneath). It
+builds the consent page URL and the token requests of the three grants (HTTP Basic client
+authentication, PKCE verifier, refresh, client credentials), puts bearer tokens on API calls,
+refuses anything but https, and raises oauthlib's typed errors (``InvalidGrantError``, ...)
+for an RFC 6749 error answer; ``_token_error`` maps those onto ``KrogerError`` kinds. What
+oauthlib does not judge stays here: transport failures (network, timeout, 5xx, 429, not JSON)
+are caught by a compliance hook before oauthlib reads the answer, and ``_token_response``
+alone turns a token answer into a ``TokenResponse``. The ``oauthlib`` and
+``requests_oauthlib`` loggers print secrets at DEBUG: settings keep them at WARNING.
 """
 
 from __future__ import annotations
@@ -22,15 +24,26 @@ import http.cookiejar
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlencode, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
+from oauthlib.oauth2 import (
+    BackendApplicationClient,
+    InsecureTransportError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidScopeError,
+    OAuth2Error,
+    UnauthorizedClientError,
+)
 from requests.auth import HTTPBasicAuth
+from requests_oauthlib import OAuth2Session
 
 from connections_app.environments import Environment, url_allowed
 
@@ -109,26 +122,29 @@ def authorization_url(
     code_challenge: str,
     banner: str = "",
 ) -> str:
-    """Where to send the browser for the shopper's consent (no HTTP call is made here)."""
-    params = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": redirect_uri,
-        "scope": " ".join(scopes),
-        "state": state,
-        "code_challenge": code_challenge,
-        "code_challenge_method": "S256",
-    }
+    """Where to send the browser for the shopper's consent (no HTTP call is made here).
+
+    ``state`` and the PKCE challenge are the portal's own, kept with the attempt: the session
+    made at the callback is a new one, so nothing the library would generate is relied on.
+    """
+    session = OAuth2Session(client_id, redirect_uri=redirect_uri, scope=scopes)
+    extra = {"code_challenge": code_challenge, "code_challenge_method": "S256"}
     if banner:
-        params["banner"] = banner
-    return f"{_base_url(environment)}connect/oauth2/authorize?{urlencode(params)}"
+        extra["banner"] = banner
+    try:
+        url, _ = session.authorization_url(
+            f"{_base_url(environment)}connect/oauth2/authorize", state=state, **extra
+        )
+    except InsecureTransportError:
+        raise _insecure(environment) from None
+    return str(url)
 
 
 # --- Token endpoint ------------------------------------------------------------------------
 #
 # sensitive_variables: Django's error reports (mailed to ADMINS, logged with a 500) show every
 # frame's local variables; the names listed are replaced by stars in the frame of the
-# decorated function and in every undecorated frame it calls.
+# decorated function and in every undecorated frame it calls (requests-oauthlib's among them).
 
 
 @sensitive_variables("client_secret", "code", "code_verifier")
@@ -142,18 +158,22 @@ def exchange_code(
     code_verifier: str,
 ) -> TokenResponse:
     """Trade an authorization code for tokens (with the PKCE verifier and the same redirect URI)."""
-    return _token_request(
-        environment,
-        client_id,
-        client_secret,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": code_verifier,
-        },
-        grant=AUTHORIZATION_CODE,
-    )
+    with _session(client_id, redirect_uri=redirect_uri) as session:
+        return _token_request(
+            environment,
+            AUTHORIZATION_CODE,
+            session,
+            client_id,
+            client_secret,
+            lambda auth, timeout: session.fetch_token(
+                _token_url(environment),
+                code=code,
+                code_verifier=code_verifier,
+                auth=auth,
+                include_client_id=False,
+                timeout=timeout,
+            ),
+        )
 
 
 @sensitive_variables("client_secret", "refresh_token")
@@ -161,13 +181,17 @@ def refresh_token(
     *, environment: str, client_id: str, client_secret: str, refresh_token: str
 ) -> TokenResponse:
     """Use a refresh token. Kroger rotates them: the one passed in is dead afterwards."""
-    return _token_request(
-        environment,
-        client_id,
-        client_secret,
-        {"grant_type": "refresh_token", "refresh_token": refresh_token},
-        grant=REFRESH,
-    )
+    with _session(client_id) as session:
+        return _token_request(
+            environment,
+            REFRESH,
+            session,
+            client_id,
+            client_secret,
+            lambda auth, timeout: session.refresh_token(
+                _token_url(environment), refresh_token=refresh_token, auth=auth, timeout=timeout
+            ),
+        )
 
 
 @sensitive_variables("client_secret")
@@ -175,29 +199,81 @@ def client_credentials(
     *, environment: str, client_id: str, client_secret: str, scopes: list[str]
 ) -> TokenResponse:
     """An app token without a shopper (no refresh token: fetch a new one when it expires)."""
-    data = {"grant_type": "client_credentials"}
-    if scopes:
-        data["scope"] = " ".join(scopes)
-    return _token_request(environment, client_id, client_secret, data, grant=CLIENT_CREDENTIALS)
-
-
-@sensitive_variables("client_secret", "data", "response", "body")
-def _token_request(
-    environment: str, client_id: str, client_secret: str, data: dict[str, str], *, grant: str
-) -> TokenResponse:
-    url = f"{_base_url(environment)}connect/oauth2/token"
-    try:
-        response = _send(
+    with _session(client=BackendApplicationClient(client_id)) as session:
+        return _token_request(
             environment,
-            "POST",
-            url,
-            grant=grant,
-            data=data,
-            auth=HTTPBasicAuth(client_id, client_secret),
-            headers={"Accept": "application/json"},
+            CLIENT_CREDENTIALS,
+            session,
+            client_id,
+            client_secret,
+            # The scopes go with the request, not the session: oauthlib would otherwise refuse
+            # an answer whose scope differs from the one asked for, which is Kroger's to decide.
+            lambda auth, timeout: session.fetch_token(
+                _token_url(environment),
+                scope=scopes,
+                auth=auth,
+                include_client_id=False,
+                timeout=timeout,
+            ),
         )
-    except UnicodeError:
-        # HTTP Basic credentials are sent as Latin-1: requests cannot encode anything else.
+
+
+# Every local here can carry a secret (the credentials, the session holding the request), and
+# so can every frame of requests-oauthlib and requests below it: all are hidden from reports.
+@sensitive_variables()
+def _token_request(
+    environment: str,
+    grant: str,
+    session: OAuth2Session,
+    client_id: str,
+    client_secret: str,
+    call: Callable[[HTTPBasicAuth, int], object],
+) -> TokenResponse:
+    """Make one token request with ``call(auth, timeout)`` and return ``_token_response``'s
+    verdict on the answer.
+
+    A compliance hook sees Kroger's answer before oauthlib does: transport failures and
+    answers that are not JSON become ``KrogerError`` there, a token answer goes to
+    ``_token_response``, and an RFC 6749 error answer is left to oauthlib, whose typed error
+    ``_token_error`` then maps with the status and body the hook kept.
+    """
+    auth = _basic_auth(client_id, client_secret, grant)
+    answered: list[TokenResponse] = []
+    refused: list[tuple[int, dict[str, Any]]] = []
+
+    def inspect(response: requests.Response) -> requests.Response:
+        _check_transport(environment, response, grant)
+        body = _json_body(environment, response, grant)
+        if "error" in body:
+            refused.append((response.status_code, body))
+        elif response.status_code != 200:
+            raise _log(_token_error(environment, response.status_code, body, grant))
+        else:
+            answered.append(_token_response(environment, body, grant))
+        return response
+
+    session.register_compliance_hook("access_token_response", inspect)
+    session.register_compliance_hook("refresh_token_response", inspect)
+    try:
+        _send(environment, grant, lambda timeout: call(auth, timeout))
+    except OAuth2Error as refusal:
+        if not refused:
+            raise
+        status, body = refused[0]
+        raise _log(_token_error(environment, status, body, grant, refusal)) from None
+    except (ValueError, TypeError, AttributeError):
+        # oauthlib reads the answer again after the hook and may stumble on a field the portal
+        # does not use; once _token_response has accepted the answer, that verdict stands
+        # (a rotated refresh token must not be lost to a parsing quirk).
+        if not answered:
+            raise
+    return answered[0]
+
+
+def _basic_auth(client_id: str, client_secret: str, grant: str) -> HTTPBasicAuth:
+    try:  # HTTP Basic credentials are sent as Latin-1: requests cannot encode anything else.
+        f"{client_id}:{client_secret}".encode("latin-1")
+    except UnicodeEncodeError:
         raise _log(
             KrogerError(
                 "invalid_client",
@@ -207,14 +283,12 @@ def _token_request(
                 grant=grant,
             )
         ) from None
-    body = _json_body(environment, response, grant)
-    if response.status_code != 200 or "error" in body:
-        raise _log(_token_error(environment, response.status_code, body, grant))
-    return _token_response(environment, body, grant)
+    return HTTPBasicAuth(client_id, client_secret)
 
 
 @sensitive_variables("body", "access_token", "refresh")
 def _token_response(environment: str, body: dict[str, Any], grant: str) -> TokenResponse:
+    """The one place a token answer's JSON becomes a ``TokenResponse`` (or a ``KrogerError``)."""
     access_token = body.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise _log(_garbage(environment, 200, grant, "a token response without an access token"))
@@ -242,9 +316,16 @@ def _expires_in(value: Any) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _token_error(environment: str, status: int, body: dict[str, Any], grant: str) -> KrogerError:
+def _token_error(
+    environment: str,
+    status: int,
+    body: dict[str, Any],
+    grant: str,
+    refusal: OAuth2Error | None = None,
+) -> KrogerError:
+    """What a refused token request means: from oauthlib's typed error for an RFC 6749 error
+    answer, else from the HTTP status. Kroger's own description is quoted, shortened."""
     env = Environment.label_of(environment)
-    error = str(body.get("error") or "")
     description = _short(str(body.get("error_description") or ""))
     said = f" Kroger said: {description}" if description else ""
     if "redirect_uri" in description.lower() or "redirect uri" in description.lower():
@@ -255,7 +336,7 @@ def _token_error(environment: str, status: int, body: dict[str, Any], grant: str
             status=status,
             grant=grant,
         )
-    if error == "invalid_client" or status == 401:
+    if isinstance(refusal, InvalidClientError) or status == 401:
         return KrogerError(
             "invalid_client",
             "Kroger did not accept the client ID and secret. Check the client secret, and that "
@@ -264,7 +345,7 @@ def _token_error(environment: str, status: int, body: dict[str, Any], grant: str
             status=status,
             grant=grant,
         )
-    if error == "invalid_grant":
+    if isinstance(refusal, InvalidGrantError):
         if grant == REFRESH:
             message = (
                 "Kroger refused the refresh token: it was used already, expired or was revoked. "
@@ -276,7 +357,7 @@ def _token_error(environment: str, status: int, body: dict[str, Any], grant: str
                 "Start the authorization again."
             )
         return KrogerError("invalid_grant", message + said, status=status, grant=grant)
-    if error == "invalid_scope":
+    if isinstance(refusal, InvalidScopeError):
         return KrogerError(
             "invalid_scope",
             "Kroger refused the requested scopes. Check the scopes assigned to the app at "
@@ -285,7 +366,7 @@ def _token_error(environment: str, status: int, body: dict[str, Any], grant: str
             status=status,
             grant=grant,
         )
-    if error == "unauthorized_client":
+    if isinstance(refusal, UnauthorizedClientError):
         return KrogerError(
             "error",
             "Kroger does not allow this app to use this grant type. Check the app's settings "
@@ -300,6 +381,7 @@ def _token_error(environment: str, status: int, body: dict[str, Any], grant: str
             status=status,
             grant=grant,
         )
+    error = _short(str(refusal.error or "")) if refusal is not None else ""
     label = f"{error} (HTTP {status})" if error else f"HTTP {status}"
     return KrogerError(
         "error", f"Kroger refused the token request: {label}.{said}", status=status, grant=grant
@@ -327,19 +409,22 @@ def get_products(*, environment: str, access_token: str, term: str = "milk") -> 
     return _api_get(environment, "products", access_token, {"filter.term": term})
 
 
-@sensitive_variables("access_token", "response", "body")
+@sensitive_variables("access_token", "session", "response", "body")
 def _api_get(
     environment: str, path: str, access_token: str, params: dict[str, str]
 ) -> dict[str, Any]:
     env = Environment.label_of(environment)
-    response = _send(
-        environment,
-        "GET",
-        f"{_base_url(environment)}{path}",
-        grant=API,
-        params=params,
-        headers={"Accept": "application/json", "Authorization": f"Bearer {access_token}"},
-    )
+    # The session puts the token on the request as a bearer header.
+    url = f"{_base_url(environment)}{path}"
+    with _session(token={"access_token": access_token, "token_type": "Bearer"}) as session:
+        response = _send(
+            environment,
+            API,
+            lambda timeout: session.get(
+                url, params=params, headers={"Accept": "application/json"}, timeout=timeout
+            ),
+        )
+    _check_transport(environment, response, API)
     status = response.status_code
     if status == 401:
         raise _log(
@@ -379,36 +464,53 @@ def _api_reason(body: dict[str, Any]) -> Any:
 
 # --- Transport -----------------------------------------------------------------------------
 
+T = TypeVar("T")
+
 
 def _base_url(environment: str) -> str:
-    """The configured base URL, ending in '/'; always https (settings refuse anything else)."""
+    """The configured base URL, ending in '/'; always https (settings refuse anything else,
+    and so does oauthlib: this check covers the proxy's calls too, which do not go through it)."""
     if environment not in Environment.values:
         raise KrogerError("error", f"Unknown Kroger environment {environment!r}.")
     url = Environment(environment).base_url
     if not url_allowed(url, loopback_http=False):
-        raise KrogerError(
+        raise _insecure(environment)
+    return url
+
+
+def _token_url(environment: str) -> str:
+    return f"{_base_url(environment)}connect/oauth2/token"
+
+
+def _session(client_id: str | None = None, **kwargs: Any) -> OAuth2Session:
+    session = OAuth2Session(client_id, **kwargs)
+    # A redirect from Kroger's API means a wrong base URL; following one would carry the
+    # request (a code, a refresh token) somewhere else. It becomes TooManyRedirects instead.
+    session.max_redirects = 0
+    return session
+
+
+def _insecure(environment: str) -> KrogerError:
+    return _log(
+        KrogerError(
             "error",
             f"The Kroger address for {environment} must use https://. Check "
             "KROGER_PRODUCTION_URL / KROGER_CERTIFICATION_URL.",
         )
-    return url
+    )
 
 
 # Every local here can carry a secret (the request's auth, form and headers), and so can
-# every frame of requests below it: all of them are hidden from error reports.
+# every frame of requests-oauthlib and requests below it: all of them are hidden from reports.
 @sensitive_variables()
-def _send(
-    environment: str, method: str, url: str, *, grant: str, **kwargs: Any
-) -> requests.Response:
+def _send(environment: str, grant: str, call: Callable[[int], T]) -> T:
+    """Run ``call(timeout)``: network, TLS, redirect and plain-http failures become
+    ``KrogerError`` (oauthlib's refusals and the hook's own errors pass through)."""
     env = Environment.label_of(environment)
     try:
-        response = requests.request(
-            method,
-            url,
-            timeout=settings.KROGER_TIMEOUT_SECONDS,
-            allow_redirects=False,
-            **kwargs,
-        )
+        return call(settings.KROGER_TIMEOUT_SECONDS)
+    except InsecureTransportError:
+        raise _insecure(environment) from None
     except requests.Timeout:
         raise _log(
             KrogerError(
@@ -418,6 +520,9 @@ def _send(
                 grant=grant,
             )
         ) from None
+    except requests.TooManyRedirects as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        raise _log(_garbage(environment, status, grant, "a redirect")) from None
     except requests.RequestException as exc:
         raise _log(
             KrogerError(
@@ -427,6 +532,11 @@ def _send(
                 grant=grant,
             )
         ) from None
+
+
+def _check_transport(environment: str, response: requests.Response, grant: str) -> None:
+    """Kroger's budget spent (429) or Kroger unwell (5xx): worth retrying later."""
+    env = Environment.label_of(environment)
     status = response.status_code
     if status == 429:
         raise _log(
@@ -447,7 +557,6 @@ def _send(
                 grant=grant,
             )
         )
-    return response
 
 
 def _json_body(environment: str, response: requests.Response, grant: str) -> dict[str, Any]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -444,3 +447,165 @@ def test_an_error_report_of_a_crash_inside_a_kroger_call_shows_no_secret(
     assert "KROGER_TIMEOUT_SECONDS" in html and "_send" in html  # the crash is reported
     for secret in (REPORT_SECRET, REPORT_TOKEN, REPORT_VERIFIER):
         assert secret not in html
+
+
+def test_an_error_report_of_a_crash_while_reading_krogers_answer_shows_no_secret(
+    fake: FakeKroger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is read inside requests-oauthlib's frames, which hold the request's body,
+    the credentials and the answer itself: all hidden."""
+    _, refresh = fake.issue_tokens(CLIENT_ID, ["cart.basic:write"])
+
+    def crash(value: Any) -> int:
+        raise RuntimeError("a bug while reading the answer")
+
+    monkeypatch.setattr(kroger, "_expires_in", crash)
+    request = RequestFactory().get("/api/v1/connections/")
+    with pytest.raises(RuntimeError) as caught:
+        kroger.refresh_token(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            refresh_token=refresh,
+        )
+    # From the portal's frame down: this test's own frame holds the fake, secrets and all.
+    below = caught.tb.tb_next
+    html = ExceptionReporter(request, caught.type, caught.value, below).get_traceback_html()
+
+    assert "a bug while reading the answer" in html and "oauth2_session.py" in html
+    assert len(fake.issued) == 4  # the seeded pair and the new pair Kroger answered with
+    for secret in (SECRET, *fake.issued):
+        assert secret not in html
+
+
+# --- Every answer the token endpoint may give, through oauthlib ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "hint"),
+    [
+        (429, {}, "rate_limited", "rate limit for this app is spent (HTTP 429)"),
+        (503, "<h1>Service Unavailable</h1>", "server", "server error (HTTP 503)"),
+        (302, "", "garbage", "sent a redirect (HTTP 302)"),
+        (200, "<html>Please enable JavaScript</html>", "garbage", "not JSON (HTTP 200)"),
+        (200, [], "garbage", "not JSON (HTTP 200)"),
+        (200, {"token_type": "bearer", "expires_in": 1800}, "garbage", "without an access token"),
+        (200, {"error": "invalid_grant"}, "invalid_grant", "Kroger refused the refresh token"),
+        (400, {"error": "invalid_client"}, "invalid_client", "Check the client secret"),
+        (401, {}, "invalid_client", "Check the client secret"),
+        (403, {}, "forbidden", "Kroger refused the request (HTTP 403)"),
+        (
+            400,
+            {"error": "unauthorized_client"},
+            "error",
+            "does not allow this app to use this grant type",
+        ),
+        (
+            400,
+            {"error": "temporarily_unavailable", "error_description": "Try later"},
+            "error",
+            "temporarily_unavailable (HTTP 400). Kroger said: Try later",
+        ),
+        (400, {"error": "no_such_error"}, "error", "no_such_error (HTTP 400)"),
+        (400, {"message": "no"}, "error", "Kroger refused the token request: HTTP 400."),
+    ],
+)
+def test_each_answer_of_the_token_endpoint_has_a_kind_and_a_message(
+    fake: FakeKroger, status: int, body: Any, kind: str, hint: str
+) -> None:
+    if status == 302:
+        fake.reply_token(302, body, headers={"Location": f"{fake.url}connect/oauth2/token"})
+    else:
+        fake.reply_token(status, body)
+    _, refresh = fake.issue_tokens(CLIENT_ID, ["cart.basic:write"])
+    with pytest.raises(KrogerError) as caught:
+        kroger.refresh_token(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            refresh_token=refresh,
+        )
+    assert (caught.value.kind, caught.value.status) == (kind, status)
+    assert hint in caught.value.message
+    assert len(fake.token_calls) == 1  # a redirect is not followed
+
+
+def test_an_answer_the_portal_accepts_is_kept_where_oauthlib_cannot_read_it(
+    fake: FakeKroger,
+) -> None:
+    # oauthlib cannot split a numeric scope; the portal ignores it and keeps the new tokens.
+    body = {"access_token": "new-a", "expires_in": 1800, "refresh_token": "new-r", "scope": 5}
+    fake.reply_token(200, body)
+    tokens = kroger.refresh_token(
+        environment="production", client_id=CLIENT_ID, client_secret=SECRET, refresh_token="r"
+    )
+    assert (tokens.access_token, tokens.refresh_token, tokens.scope) == ("new-a", "new-r", None)
+
+
+def test_a_refresh_answer_without_a_refresh_token_says_so(fake: FakeKroger) -> None:
+    """requests-oauthlib would put the old refresh token back in; the portal keeps that
+    decision (models keep the stored one) and reports what Kroger sent."""
+    fake.reply_token(200, {"access_token": "new-a", "token_type": "bearer", "expires_in": 60})
+    tokens = kroger.refresh_token(
+        environment="production", client_id=CLIENT_ID, client_secret=SECRET, refresh_token="r"
+    )
+    assert tokens.refresh_token is None
+    assert tokens.expires_in == 60
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: kroger.authorization_url(
+            environment="production",
+            client_id=CLIENT_ID,
+            redirect_uri=REDIRECT_URI,
+            scopes=["product.compact"],
+            state="s",
+            code_challenge="c",
+        ),
+        lambda: kroger.exchange_code(
+            environment="production",
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            code="c",
+            redirect_uri=REDIRECT_URI,
+            code_verifier="v" * 43,
+        ),
+        lambda: kroger.refresh_token(
+            environment="production", client_id=CLIENT_ID, client_secret=SECRET, refresh_token="r"
+        ),
+        lambda: kroger.get_products(environment="production", access_token="a"),
+    ],
+    ids=["authorization_url", "exchange_code", "refresh_token", "get_products"],
+)
+@pytest.mark.parametrize("portal_checks", [True, False], ids=["portal", "oauthlib alone"])
+def test_plain_http_is_refused_before_anything_is_sent(
+    call: Any,
+    portal_checks: bool,
+    fake: FakeKroger,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fake's own port, spoken to in plain http: nothing may reach it.
+    http_url = fake.url.replace("https://", "http://")
+    settings.KROGER_BASE_URLS = {"production": http_url}
+    if not portal_checks:  # oauthlib's own https check, with nothing switching it off
+        monkeypatch.setattr(kroger, "_base_url", lambda environment: http_url)
+    with pytest.raises(KrogerError) as caught:
+        call()
+    assert caught.value.kind == "error"
+    assert "must use https://" in caught.value.message
+    assert fake.token_calls == [] and fake.api_calls == []
+
+
+def test_nothing_switches_off_oauthlibs_https_check() -> None:
+    name = "OAUTHLIB_" + "INSECURE_TRANSPORT"  # spelled apart so this file does not match
+    assert name not in os.environ
+    root = Path(__file__).resolve().parent.parent
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(tracked) > 50
+    files = [root / path for path in tracked if (root / path).is_file()]
+    assert [file for file in files if name in file.read_text(errors="replace")] == []

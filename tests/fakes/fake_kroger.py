@@ -6,9 +6,9 @@ single-use authorization codes bound to their redirect URI and PKCE challenge, H
 client authentication at the token endpoint, rotating refresh tokens, client credentials that
 refuse shopper scopes, and the Profile, Locations (with chains and departments), Products and
 Cart (``PUT cart/add``) endpoints behind a bearer token. Tests steer it with ``fail_token``,
-``fail_api``, ``token_delay``, ``api_delay``, ``api_headers`` and ``expires_in`` and read
-``token_calls`` / ``api_calls`` / ``api_requests`` / ``cart``. Its only cookie is named so it
-cannot collide with the portal's.
+``reply_token``, ``fail_api``, ``token_delay``, ``api_delay``, ``api_headers`` and
+``expires_in`` and read ``token_calls`` / ``api_calls`` / ``api_requests`` / ``cart``. Its only
+cookie is named so it cannot collide with the portal's.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class FakeKroger:
     refresh_tokens: dict[str, _Token] = field(default_factory=dict)
     token_failures: list[str] = field(default_factory=list)
     api_failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    token_replies: list[tuple[int, str, dict[str, str]]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -147,6 +148,13 @@ class FakeKroger:
             raise ValueError(f"unknown token failure {kind!r}")
         with self.lock:
             self.token_failures.extend([kind] * times)
+
+    def reply_token(self, status: int, body: Any, *, headers: dict[str, str] | None = None) -> None:
+        """Answer the next token request with exactly this: ``body`` is sent as JSON unless it
+        is a string, which is sent as it is."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        with self.lock:
+            self.token_replies.append((status, text, headers or {}))
 
     def fail_api(self, status: int, times: int = 1, headers: dict[str, str] | None = None) -> None:
         with self.lock:
@@ -375,9 +383,14 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             )
             failure = fake.token_failures.pop(0) if fake.token_failures else None
+            reply = fake.token_replies.pop(0) if fake.token_replies else None
             delay = fake.token_delay
         if delay:
             time.sleep(delay)
+        if reply is not None:
+            status, text, headers = reply
+            self._send(status, text.encode(), "application/json", headers)
+            return
         if failure is not None:
             self._token_failure(failure)
             return
