@@ -12,7 +12,8 @@ for an RFC 6749 error answer; ``_token_error`` maps those onto ``KrogerError`` k
 oauthlib does not judge stays here: transport failures (network, timeout, 5xx, 429, not JSON)
 are caught by a compliance hook before oauthlib reads the answer, and ``_token_response``
 alone turns a token answer into a ``TokenResponse``. The ``oauthlib`` and
-``requests_oauthlib`` loggers print secrets at DEBUG: settings keep them at WARNING.
+``requests_oauthlib`` loggers print secrets at DEBUG: settings keep them at WARNING. The
+proxy's ``call_api`` forwards calls as they are, on a keep-alive ``requests`` session.
 """
 
 from __future__ import annotations
