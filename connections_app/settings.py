@@ -379,6 +379,16 @@ SESSION_COOKIE_SAMESITE = "Lax"  # Strict would drop the session on the return f
 CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 12)
 
+# Behind the TLS proxy every request arrives from the proxy's address: allauth's failed
+# sign-in limit per address would then count everyone together, and one stranger's bad
+# passwords would lock every person out. With TRUSTED_PROXY_COUNT proxies in front (each
+# appending to X-Forwarded-For), or TRUSTED_CLIENT_IP_HEADER set by the last one, allauth
+# counts the client's own address; the limit per account stays as it is.
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+if ALLAUTH_TRUSTED_PROXY_COUNT < 0:
+    raise ConfigError("TRUSTED_PROXY_COUNT must be 0 (no proxy) or the number of proxies")
+ALLAUTH_TRUSTED_CLIENT_IP_HEADER = env_str("TRUSTED_CLIENT_IP_HEADER") or None
+
 if not DEBUG:
     _proxy_header = env_str("SECURE_PROXY_SSL_HEADER")  # e.g. "X-Forwarded-Proto: https"
     if _proxy_header:
