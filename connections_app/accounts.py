@@ -5,14 +5,20 @@ SSO (one OpenID Connect app, ``provider_id`` ``sso``) creates an account only fo
 identity provider has verified (and, with ``ALLOWED_SIGNUP_DOMAINS``, in one of those domains),
 links an existing account with that address, and, when ``SSO_OIDC_*_GROUPS`` are set, sets the
 person's role from the ``groups`` claim at every SSO sign-in.
+
+A password sign-up is decided inside one locked transaction (``signup`` below), so people who
+sign up at the same moment on an empty portal cannot all see it empty: one becomes the
+administrator, and the others meet the domain rule like everyone after them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from allauth.account import forms
+from allauth.account import forms, stages
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.models import EmailAddress
+from allauth.account.views import SignupView
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
@@ -60,6 +66,23 @@ def enrol(user: Any, save: Any) -> None:
             user.groups.add(viewers)
 
 
+_allauth_signup = SignupView.as_view()
+
+
+def signup(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """allauth's sign-up page, with each submission queued on the Viewers row.
+
+    The form's checks (is the portal empty? is the domain allowed?) and the save then see the
+    same portal: without the lock, two sign-ups could both pass the checks of an empty portal
+    and the second would join as a member whatever its domain.
+    """
+    if request.method != "POST":
+        return _allauth_signup(request, *args, **kwargs)
+    with transaction.atomic():
+        Group.objects.select_for_update().get(name=VIEWERS)
+        return _allauth_signup(request, *args, **kwargs)
+
+
 class SignupForm(forms.SignupForm):
     def clean_email(self) -> str:
         email: str = super().clean_email()
@@ -83,6 +106,14 @@ class AccountAdapter(DefaultAccountAdapter):
         enrol(user, user.save)
         return user
 
+    def get_login_stages(self) -> list[str]:
+        return [
+            "connections_app.accounts.EmailVerificationStage"
+            if path == "allauth.account.stages.EmailVerificationStage"
+            else path
+            for path in super().get_login_stages()
+        ]
+
     def pre_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> HttpResponse | None:
         via_sso = bool((kwargs.get("signal_kwargs") or {}).get("sociallogin"))
         if not via_sso and not password_sign_in_allowed(user):
@@ -93,6 +124,24 @@ class AccountAdapter(DefaultAccountAdapter):
                 f"Use “Sign in with {settings.SSO_OIDC_NAME}”.",
             )
         return super().pre_login(request, user, **kwargs)
+
+
+def was_asked_to_verify(user: Any) -> bool:
+    """Whether the account joined through the open sign-up by domain, the only way in that
+    must prove the address. The first administrator and people added in the admin (who have
+    no sign-up address record) were never asked, and keep signing in when
+    ALLOWED_SIGNUP_DOMAINS is turned on."""
+    if user is None or user.is_superuser:
+        return False
+    return EmailAddress.objects.filter(user=user).exists()
+
+
+class EmailVerificationStage(stages.EmailVerificationStage):
+    def handle(self) -> tuple[HttpResponse | None, bool]:
+        if not self.login.signup and not was_asked_to_verify(self.login.user):
+            return None, True
+        response: tuple[HttpResponse | None, bool] = super().handle()
+        return response
 
 
 def refuse(request: HttpRequest, title: str, reason: str) -> HttpResponse:

@@ -3,7 +3,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from connections_app import account_views, api, metrics, service_keys, views, webhook_views
+from connections_app import (
+    account_views,
+    accounts,
+    api,
+    metrics,
+    service_keys,
+    views,
+    webhook_views,
+)
 
 handler403 = views.permission_denied
 
@@ -60,6 +68,7 @@ urlpatterns = [
     path("webhooks/<uuid:code>/delete/", webhook_views.webhook_delete, name="webhook_delete"),
     path("metrics", metrics.metrics, name="metrics"),
     re_path(r"^accounts/password/reset/", account_views.password_reset),
+    path("accounts/signup/", accounts.signup, name="account_signup"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
 from connections_app.access import VIEWERS
 
@@ -72,3 +73,41 @@ def test_a_domain_sign_up_gets_in_only_after_confirming_the_address(
     assert "/accounts/confirm-email/" in response["Location"]
     assert client.get("/").status_code == 302  # not signed in yet
     assert [m.to for m in mailoutbox] == [["carol@team.example"]]
+
+
+def sign_in(client: Any, email: str, password: str) -> Any:
+    return client.post("/accounts/login/", {"login": email, "password": password})
+
+
+def test_turning_on_allowed_domains_keeps_accounts_that_were_never_asked_to_verify(
+    client: Any, settings: Any, django_user_model: Any
+) -> None:
+    settings.ALLOWED_SIGNUP_DOMAINS = []
+    settings.ACCOUNT_EMAIL_VERIFICATION = "none"
+    sign_up(client, "first@team.example")
+    client.logout()
+    added = django_user_model.objects.create_user(
+        username="bob", email="bob@team.example", password="a-Long-enough-pass-42"
+    )  # as the admin does
+    added.groups.add(Group.objects.get(name=VIEWERS))
+
+    settings.ALLOWED_SIGNUP_DOMAINS = ["team.example"]
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    for email in ("first@team.example", added.email):
+        response = sign_in(client, email, "a-Long-enough-pass-42")
+        assert response.status_code == 302
+        assert "/accounts/confirm-email/" not in response["Location"], email
+        assert client.get("/").status_code == 200, email
+        client.logout()
+
+
+def test_a_domain_sign_up_that_never_confirmed_still_cannot_sign_in(
+    client: Any, settings: Any, admin_user: Any, mailoutbox: Any
+) -> None:
+    settings.ALLOWED_SIGNUP_DOMAINS = ["team.example"]
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    sign_up(client, "carol@team.example")
+    client.logout()
+    response = sign_in(client, "carol@team.example", "a-Long-enough-pass-42")
+    assert "/accounts/confirm-email/" in response["Location"]
+    assert client.get("/").status_code == 302
