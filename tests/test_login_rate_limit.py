@@ -37,7 +37,8 @@ def test_it_does_not_lock_out_other_addresses_after_eleven_bad_passwords_from_on
 ) -> None:
     attacker = Client()
     for attempt in range(11):
-        sign_in(attacker, f"guess{attempt}@example.com", "wrong-password", from_address="203.0.113.9")
+        guess = f"guess{attempt}@example.com"
+        sign_in(attacker, guess, "wrong-password", from_address="203.0.113.9")
     blocked = sign_in(attacker, owner.email, PASSWORD, from_address="203.0.113.9")
     assert blocked.status_code == 200
     assert "Too many failed login attempts" in blocked.content.decode()
