@@ -33,6 +33,21 @@ _PATTERNS = [
 REDACTED = "[redacted]"
 
 
+# Line breaks, other control characters and bidirectional controls in a message (a name
+# stored before names were checked, a header Kroger sent) could forge or disguise log lines.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that could break or reorder a log line escaped."""
+    return _UNPRINTABLE.sub(
+        lambda match: _ESCAPES.get(match.group(0), f"\\u{ord(match.group(0)):04x}"), text
+    )
+
+
 def redact(text: str) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(_replace, text)
@@ -49,7 +64,7 @@ class RedactSecretsFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = one_line(redact(message))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

@@ -29,6 +29,7 @@ from django.utils import timezone
 from connections_app.crypto import fingerprint
 from connections_app.environments import Environment
 from connections_app.fields import EncryptedTextField
+from connections_app.validators import name_validator
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class OAuthClient(models.Model):
     """An app registered at developer.kroger.com: its client ID and (encrypted) secret."""
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[name_validator])
     environment = models.CharField(max_length=20, choices=Environment.choices)
     grant_type = models.CharField(
         max_length=30, choices=GrantType.choices, default=GrantType.AUTHORIZATION_CODE
@@ -291,7 +292,7 @@ class Connection(models.Model):
     """A named, authorized use of an OAuth 2.0 client with a set of scopes."""
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    name = models.CharField("name", max_length=100, unique=True)
+    name = models.CharField("name", max_length=100, unique=True, validators=[name_validator])
     environment = models.CharField(max_length=20, choices=Environment.choices)
     client = models.ForeignKey(
         OAuthClient,
@@ -666,7 +667,7 @@ class ServiceKey(models.Model):
     PREFIX = "kcp_"
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[name_validator])
     key_prefix = models.CharField(
         max_length=20, unique=True, help_text="The start of the key, to recognise it."
     )

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.urls import reverse
 
+from connections_app.logging import one_line
 from connections_app.models import ApiBudget, Connection, Notice, OAuthClient, Outcome
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def send_budget_warning(budget: ApiBudget) -> None:
 
 
 def _send(connection: Connection | OAuthClient, subject: str, body: str) -> None:
+    subject = one_line(subject)  # a name stored before names were checked: no header forgery
     to = recipients(connection)
     if not to:
         logger.warning("No one to email about %s: no owner or admin email", connection.code)

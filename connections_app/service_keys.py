@@ -20,12 +20,14 @@ from django.views.decorators.cache import never_cache
 from connections_app import budgets
 from connections_app.access import require_administrator
 from connections_app.models import Connection, ServiceKey
+from connections_app.validators import name_validator
 
 
 class ServiceKeyForm(forms.Form):
     name = forms.CharField(
         label="Name",
         max_length=100,
+        validators=[name_validator],
         help_text="The service that will use the key, e.g. Shopping list service.",
     )
     all_connections = forms.BooleanField(

@@ -4,10 +4,12 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from connections_app.models import Connection, ServiceKey
+from connections_app.validators import name_validator
 
 
 class Command(BaseCommand):
@@ -61,6 +63,10 @@ class Command(BaseCommand):
             raise CommandError("Name the connections the key may use (--connection), or --all.")
         if expires_in_days is not None and expires_in_days < 1:
             raise CommandError("--expires-in-days must be 1 or more.")
+        try:
+            name_validator(name)
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from None
         if ServiceKey.objects.filter(name=name).exists():
             raise CommandError(f"A service key named {name!r} exists already.")
         connections = [self._connection(ident) for ident in connection]
