@@ -16,11 +16,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 
 from connections_app import budgets
 from connections_app.access import require_administrator
 from connections_app.models import Connection, ServiceKey
 from connections_app.validators import name_validator
+from connections_app.views import require_form_methods
 
 
 class ServiceKeyForm(forms.Form):
@@ -101,6 +103,7 @@ def _get_key(code: uuid.UUID) -> ServiceKey:
 
 
 @login_required
+@require_safe
 def service_key_list(request: HttpRequest) -> HttpResponse:
     require_administrator(request.user)
     keys = list(ServiceKey.objects.prefetch_related("connections").select_related("created_by"))
@@ -111,6 +114,7 @@ def service_key_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_form_methods
 @never_cache
 def service_key_create(request: HttpRequest) -> HttpResponse:
     require_administrator(request.user)
@@ -123,6 +127,7 @@ def service_key_create(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_form_methods
 def service_key_revoke(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     require_administrator(request.user)
     key = _get_key(code)

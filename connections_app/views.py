@@ -18,7 +18,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
 
 from connections_app import budgets, consent, lifecycle, webhooks
 from connections_app.access import (
@@ -40,10 +45,14 @@ from connections_app.models import (
 )
 
 PAGE_SIZE = 25
+
+# A page with a form answers GET (and HEAD) and POST; any other method is a 405.
+require_form_methods = require_http_methods(["GET", "HEAD", "POST"])
 HISTORY_SIZE = 50  # events shown on a connection page, newest first
 
 
 @login_required
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     require_viewer(request.user)
     connections = (
@@ -58,6 +67,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def client_list(request: HttpRequest) -> HttpResponse:
     require_viewer(request.user)
     clients = OAuthClient.objects.order_by("name")
@@ -152,6 +162,7 @@ def _client_form_response(
 
 
 @login_required
+@require_form_methods
 def client_create(request: HttpRequest) -> HttpResponse:
     require_editor(request.user)
     form = OAuthClientForm(request.POST if request.method == "POST" else None)
@@ -168,6 +179,7 @@ def client_create(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_form_methods
 def client_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     client = get_client_for_user(request.user, code, edit=True)
     form = OAuthClientForm(request.POST if request.method == "POST" else None, instance=client)
@@ -183,6 +195,7 @@ def client_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 
 @login_required
+@require_form_methods
 def client_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     client = get_client_for_user(request.user, code, edit=True)
     users = list(client.connections.order_by("name").values_list("name", flat=True))
@@ -366,12 +379,14 @@ def _save_connection(
 
 
 @login_required
+@require_form_methods
 def connection_create(request: HttpRequest) -> HttpResponse:
     require_editor(request.user)
     return _connection_panel(request, None)
 
 
 @login_required
+@require_form_methods
 def connection_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     return _connection_panel(request, connection)
@@ -394,6 +409,7 @@ def http_settings(connection: Connection) -> list[tuple[str, str]]:
 
 
 @login_required
+@require_safe
 def connection_detail(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code)
     return render(
@@ -410,6 +426,7 @@ def connection_detail(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 
 @login_required
+@require_form_methods
 def connection_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     if request.method == "POST":
@@ -449,6 +466,7 @@ def connection_refresh(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 
 @login_required
+@require_form_methods
 def connection_disconnect(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     if request.method == "POST":
