@@ -6,6 +6,7 @@ address rule while it is being loaded.
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -13,7 +14,14 @@ from django.db import models
 
 
 def is_loopback(host: str | None) -> bool:
-    return host in {"localhost", "::1"} or bool(host and host.startswith("127."))
+    """Whether ``host`` (as urlsplit parsed it) is this machine: by address, never by prefix
+    (``127.attacker.example`` is somebody else's)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def url_allowed(url: str, *, loopback_http: bool) -> bool:

@@ -8,6 +8,7 @@ With ``DEBUG`` off the portal refuses to start on an insecure configuration.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,13 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def env_int_between(name: str, default: int, low: int, high: int, unit: str) -> int:
+    value = env_int(name, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range: use {low} to {high} {unit}")
+    return value
+
+
 DEBUG = env_bool("DEBUG", False)
 
 INSECURE_SECRET_KEYS = {"", "change-me", "changeme", "django-insecure-development-only"}
@@ -98,6 +106,12 @@ if SECRET_KEY in INSECURE_SECRET_KEYS or SECRET_KEY.startswith("django-insecure"
             "(`make run` writes one to .env; see README 'Deploy')"
         )
     SECRET_KEY = SECRET_KEY or "django-insecure-development-only"
+elif not DEBUG and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5):
+    # Django signs sessions, password-reset links and CSRF tokens with it.
+    raise ConfigError(
+        "SECRET_KEY is too short or too simple: use at least 50 random characters "
+        "(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')"
+    )
 
 _raw_encryption_keys = env_secret("ENCRYPTION_KEYS")
 try:
@@ -109,8 +123,10 @@ except KeyConfigError as exc:
 ENCRYPTION_KEYS = _raw_encryption_keys
 
 PORT = env_int("PORT", 8000)
-SITE_URL = env_url("SITE_URL", f"http://127.0.0.1:{PORT}", loopback_http=True).rstrip("/")
-if not DEBUG and not SITE_URL.startswith("https://"):
+_site = urlsplit(env_url("SITE_URL", f"http://127.0.0.1:{PORT}", loopback_http=True))
+# Scheme and host as the browser sends them back (lower case), for the redirect URI and CSRF.
+SITE_URL = f"{_site.scheme}://{_site.netloc.lower()}{_site.path}".rstrip("/")
+if not DEBUG and urlsplit(SITE_URL).scheme != "https":
     raise ConfigError(
         "SITE_URL must be an https:// address in production (Kroger sends shoppers back to it)"
     )
@@ -130,7 +146,8 @@ KROGER_BASE_URLS = {
     )
     + "/",
 }
-KROGER_TIMEOUT_SECONDS = env_int("KROGER_TIMEOUT_SECONDS", 15)
+# Refreshes wait for Kroger under a row lock, and other callers wait up to twice this for it.
+KROGER_TIMEOUT_SECONDS = env_int_between("KROGER_TIMEOUT_SECONDS", 15, 1, 120, "seconds")
 # How long the hourly counts of API calls and token hand-outs are kept.
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90)
 if USAGE_RETENTION_DAYS < 1:
@@ -411,6 +428,8 @@ if not DEBUG:
     CSRF_COOKIE_NAME = "__Host-csrftoken"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in logging.getLevelNamesMapping() or LOG_LEVEL == "NOTSET":
+    raise ConfigError(f"LOG_LEVEL={LOG_LEVEL!r} is not a level: use DEBUG, INFO, WARNING or ERROR")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
