@@ -606,7 +606,10 @@ class AuditEvent(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     actor_label = models.CharField(
-        max_length=150, blank=True, help_text="Who acted when it was not a signed-in person."
+        max_length=150,
+        blank=True,
+        help_text="Who acted: a person's name and address as they were then, or the service "
+        "or command.",
     )
     action = models.CharField(max_length=40, choices=AuditAction.choices)
     connection = models.ForeignKey(
@@ -634,6 +637,12 @@ class AuditEvent(models.Model):
             return str(self.actor.get_username())
         return self.actor_label or "system"
 
+    @staticmethod
+    def person_label(user: Any) -> str:
+        name, email = str(user.get_username()), str(getattr(user, "email", "") or "")
+        label = f"{name} <{email}>" if email and email != name else name
+        return label[:150]
+
     @classmethod
     def record(
         cls,
@@ -649,6 +658,9 @@ class AuditEvent(models.Model):
     ) -> AuditEvent:
         subject = subject or str(connection or client or service_key or "")
         user = actor if getattr(actor, "is_authenticated", False) else None
+        if user is not None and not actor_label:
+            # Kept with the event, so the trail still says who acted once the account is gone.
+            actor_label = cls.person_label(user)
         return cls.objects.create(
             action=action,
             actor=user,
