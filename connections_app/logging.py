@@ -74,12 +74,41 @@ class RedactSecretsFilter(logging.Filter):
         return True
 
 
+class QuerylessRequestLineFilter(logging.Filter):
+    """The development server logs each request line, query string included: the OAuth
+    callback's carries ``code`` and ``state``. Keep the path only (as gunicorn's log does)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple) and isinstance(record.args[0], str):
+            line = _QUERY_IN_REQUEST_LINE.sub(r"\1", record.args[0])
+            record.args = (line, *record.args[1:])
+        return True
+
+
+_QUERY_IN_REQUEST_LINE = re.compile(r"^(\S+ [^?\s]*)\?\S*")
+
+
 class SecretsExceptionReporterFilter(SafeExceptionReporterFilter):
-    """Error reports hide OAuth parameters (``code``, ``state``, ...) as well as passwords."""
+    """Error reports hide OAuth parameters (``code``, ``state``, ...) as well as passwords,
+    and so does the debug page of ``make run``: Django's filter stands aside when DEBUG is on,
+    showing every frame's variables as they are, this one never does."""
 
     hidden_settings = re.compile(
         r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|ENCRYPTION", flags=re.IGNORECASE
     )
+
+    def is_active(self, request: Any) -> bool:
+        return True
+
+    def get_traceback_frame_variables(self, request: Any, tb_frame: Any) -> Any:
+        # Besides what @sensitive_variables names: any variable named like a secret.
+        return [
+            (name, self.cleansed_substitute if self._secret_name(name) else value)
+            for name, value in super().get_traceback_frame_variables(request, tb_frame)
+        ]
+
+    def _secret_name(self, name: str) -> bool:
+        return name.lower() in SECRET_NAMES or bool(self.hidden_settings.search(name))
 
     def get_post_parameters(self, request: Any) -> Any:
         params = super().get_post_parameters(request)

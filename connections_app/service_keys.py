@@ -16,6 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_safe
 
 from connections_app import budgets
@@ -116,6 +117,7 @@ def service_key_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_form_methods
 @never_cache
+@sensitive_variables()  # the new key is in this frame and every one below it (the page's)
 def service_key_create(request: HttpRequest) -> HttpResponse:
     require_administrator(request.user)
     form = ServiceKeyForm(request.POST or None)

@@ -433,7 +433,10 @@ if LOG_LEVEL not in logging.getLevelNamesMapping() or LOG_LEVEL == "NOTSET":
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "connections_app.logging.RedactSecretsFilter"}},
+    "filters": {
+        "redact_secrets": {"()": "connections_app.logging.RedactSecretsFilter"},
+        "queryless_request_line": {"()": "connections_app.logging.QuerylessRequestLineFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
@@ -452,6 +455,13 @@ LOGGING = {
         "requests_oauthlib": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
+        # The development server's request lines (`make run`), without query strings.
+        "django.server": {
+            "handlers": ["stdout"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["queryless_request_line"],
+        },
     },
 }
 DEFAULT_EXCEPTION_REPORTER_FILTER = "connections_app.logging.SecretsExceptionReporterFilter"
