@@ -81,7 +81,7 @@ def check_healthz(portal: Portal) -> None:
     response = portal.request("GET", "/healthz")
     check(response.status == 200, "/healthz answers 200", f"got {response.status}")
     check(
-        json.loads(response.body) == {"status": "ok", "database": "ok"},
+        json.loads(response.body) == {"status": "ok", "database": "ok", "encryption_keys": "ok"},
         "/healthz reports the database healthy",
         response.body[:200],
     )

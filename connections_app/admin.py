@@ -21,6 +21,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.text import capfirst
 
 from connections_app import webhooks
+from connections_app.fields import secret_state
 from connections_app.forms import ConnectionRulesForm, banner_field, changed_labels
 from connections_app.models import (
     TOKENS_DISCARDED,
@@ -91,8 +92,15 @@ class OAuthClientAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if not self.instance.client_secret and not cleaned.get("new_client_secret"):
-            self.add_error("new_client_secret", "Enter the client secret Kroger gave this app.")
+        state = secret_state(self.instance, "client_secret") if self.instance.pk else "not set"
+        if state != "set" and not cleaned.get("new_client_secret"):
+            self.add_error(
+                "new_client_secret",
+                "Enter the client secret again: the stored one cannot be decrypted with "
+                "ENCRYPTION_KEYS."
+                if state == "unreadable"
+                else "Enter the client secret Kroger gave this app.",
+            )
         return cleaned
 
     def save(self, commit: bool = True) -> Any:
@@ -185,8 +193,10 @@ class ConnectionAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
 
     @admin.display(description="Tokens")
     def tokens(self, obj: Connection) -> str:
-        access = "set" if obj.access_token else "not set"
-        refresh = "set" if obj.refresh_token else "not set"
+        access = secret_state(obj, "access_token").replace("unreadable", "unreadable — reauthorize")
+        refresh = secret_state(obj, "refresh_token").replace(
+            "unreadable", "unreadable — reauthorize"
+        )
         return f"access token {access}; refresh token {refresh}"
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:

@@ -7,3 +7,10 @@ class ConnectionsAppConfig(AppConfig):
     name = "connections_app"
     verbose_name = "Kroger connections"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from connections_app.key_ring_check import check_key_ring
+
+        checks.register(check_key_ring)

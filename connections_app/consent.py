@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from connections_app import kroger, lifecycle
 from connections_app.access import get_connection_for_user
+from connections_app.fields import UNREADABLE, secret_state
 from connections_app.lifecycle import Actor
 from connections_app.models import (
     AuditAction,
@@ -56,6 +57,7 @@ def begin(connection: Connection, user: Any) -> str | None:
     """Where to send ``user`` for the shopper's consent to ``connection`` (already saved), or
     None when the connection was authorized at once (client credentials). Stored tokens are
     replaced only when new ones arrive. Raises AuthorizationFailed when Kroger refuses."""
+    _require_readable_client_secret(connection)
     if connection.grant_type == GrantType.CLIENT_CREDENTIALS:
         try:
             lifecycle.authorize_client_credentials(connection, actor=Actor(user))
@@ -144,6 +146,7 @@ def complete(query: Mapping[str, str], user: Any) -> Connection:
         raise AuthorizationRefused(
             400, f"The connection's environment changed during its authorization. {START_AGAIN}"
         )
+    _require_readable_client_secret(connection)
     client = connection.client
     try:
         response = kroger.exchange_code(
@@ -199,6 +202,22 @@ def claim(state: str, user: Any) -> AuthorizationAttempt:
         attempt.used_at = timezone.now()
         attempt.save(update_fields=["used_at"])
     return attempt
+
+
+def _require_readable_client_secret(connection: Connection) -> None:
+    """Kroger needs the client secret for the token: when ENCRYPTION_KEYS cannot decrypt it,
+    say what to do before anything is sent to Kroger."""
+    client = connection.client
+    if secret_state(client, "client_secret") != "unreadable":
+        return
+    logger.warning(
+        "Authorization of connection %s: the client secret is unreadable", connection.code
+    )
+    raise AuthorizationFailed(
+        connection,
+        f"The client secret of the OAuth 2.0 client “{client.name}” is {UNREADABLE} on the "
+        "client's page (ENCRYPTION_KEYS cannot decrypt it), then authorize again.",
+    )
 
 
 def _failed(connection: Connection, user: Any, exc: kroger.KrogerError) -> AuthorizationFailed:

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import models
 
-from connections_app.crypto import get_key_ring
+from connections_app.crypto import DecryptionError, get_key_ring
 
 
 class Ciphertext(str):
@@ -91,3 +91,21 @@ class EncryptedTextField(models.TextField):
     def stored_value(self, instance: models.Model) -> str:
         """What the column holds (or will hold) for this instance, for rotation and display."""
         return str(self.pre_save(instance, add=False))
+
+
+UNREADABLE = "unreadable — enter it again"
+
+
+def secret_state(instance: models.Model, name: str) -> str:
+    """ "set", "not set" or "unreadable" (stored, but ENCRYPTION_KEYS cannot decrypt it),
+    without raising: for pages, forms and the admin, which must work when the keys are wrong so
+    that people can enter the secret again."""
+    if name not in instance.__dict__:
+        instance.refresh_from_db(fields=[name])
+    if not instance.__dict__[name]:
+        return "not set"
+    try:
+        getattr(instance, name)
+    except DecryptionError:
+        return "unreadable"
+    return "set"

@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from connections_app.fields import UNREADABLE, secret_state
 from connections_app.models import (
     DEFAULT_BANNER_LABEL,
     KROGER_BANNERS,
@@ -82,10 +83,18 @@ class OAuthClientForm(forms.ModelForm):
         self.fields["client_id"].validators.append(client_id_validator)
         if self.instance.pk:
             secret = self.fields["client_secret"]
-            secret.required = False
-            secret.help_text = (
-                f"Leave blank to keep the stored secret ({self.instance.secret_display})."
-            )
+            if secret_state(self.instance, "client_secret") == "unreadable":
+                secret.help_text = (
+                    f"The stored secret is {UNREADABLE}: ENCRYPTION_KEYS cannot decrypt it."
+                )
+                secret.error_messages["required"] = (
+                    "Enter the client secret again: the stored one cannot be decrypted."
+                )
+            else:
+                secret.required = False
+                secret.help_text = (
+                    f"Leave blank to keep the stored secret ({self.instance.secret_display})."
+                )
 
     def save(self, commit: bool = True) -> OAuthClient:
         client: OAuthClient = super().save(commit=False)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import render
+
+from connections_app.crypto import DecryptionError
 
 NUL = "\x00"
 NUL_MESSAGE = "The request holds a NUL character (%00), which no address or form here accepts."
@@ -47,3 +50,38 @@ def refuse_nul_bytes(
         return get_response(request)
 
     return middleware
+
+
+UNREADABLE_MESSAGE = (
+    "A stored secret this needs cannot be decrypted with ENCRYPTION_KEYS: the keys are not the "
+    "ones it was encrypted with. Restore them, or enter the secret again (README: Encryption keys)."
+)
+
+
+class UnreadableSecretMiddleware:
+    """What is left of a DecryptionError (a secret that the configured keys cannot decrypt)
+    after the pages, forms and token paths have handled theirs: a page that says so, or JSON
+    for the API, rather than a bare 500."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, DecryptionError):
+            return None
+        if request.path.startswith("/api/"):
+            response: HttpResponse = JsonResponse(
+                {"error": {"code": "secrets_unreadable", "message": UNREADABLE_MESSAGE}},
+                status=503,
+            )
+            response["Cache-Control"] = "no-store"
+            return response
+        return render(
+            request,
+            "connections/secrets_unreadable.html",
+            {"message": UNREADABLE_MESSAGE},
+            status=503,
+        )

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from connections_app.crypto import fingerprint
 from connections_app.environments import Environment
-from connections_app.fields import EncryptedTextField
+from connections_app.fields import UNREADABLE, EncryptedTextField, secret_state
 from connections_app.validators import name_validator
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,10 @@ class OAuthClient(models.Model):
     @property
     def secret_display(self) -> str:
         """What pages may show of the secret: whether it is set and a short fingerprint."""
-        if not self.client_secret:
+        state = secret_state(self, "client_secret")
+        if state == "unreadable":
+            return UNREADABLE
+        if state == "not set":
             return "not set"
         return f"set (fingerprint {fingerprint(self.client_secret)})"
 
@@ -388,7 +391,8 @@ class Connection(models.Model):
 
     @property
     def is_authorized(self) -> bool:
-        return bool(self.access_token)
+        # Whether a token is stored, even one ENCRYPTION_KEYS cannot read (then: Reauthorize).
+        return secret_state(self, "access_token") != "not set"
 
     def token_valid_for(self, now: datetime | None = None) -> timedelta:
         if not self.access_token or self.token_expires_at is None:
@@ -531,8 +535,9 @@ class Connection(models.Model):
         with transaction.atomic():
             locked = Connection.objects.select_for_update(of=("self",)).get(pk=self.pk)
             self.save(update_fields=[*self.SETTINGS_FIELDS, "updated_at"])
-            discard = bool({"client", "environment"} & set(changed)) and bool(
-                locked.access_token or locked.refresh_token
+            discard = bool({"client", "environment"} & set(changed)) and any(
+                secret_state(locked, name) != "not set"
+                for name in ("access_token", "refresh_token")
             )
             if discard:
                 locked.forget_tokens()

@@ -243,6 +243,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "connections_app.middleware.UnreadableSecretMiddleware",
 ]
 
 ROOT_URLCONF = "connections_app.urls"

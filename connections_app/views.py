@@ -35,6 +35,7 @@ from connections_app.access import (
     role_of,
 )
 from connections_app.forms import ConnectionForm, OAuthClientForm, changed_labels
+from connections_app.key_ring_check import unreadable_secrets
 from connections_app.lifecycle import Actor
 from connections_app.models import (
     TOKENS_DISCARDED,
@@ -500,10 +501,18 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """For load balancers and container health checks: is the database reachable?"""
+    """For load balancers and container health checks: is the database reachable, and can
+    ENCRYPTION_KEYS read the secrets stored in it?
+
+    Unreadable secrets answer 200 with "degraded" and the one line saying what to do: the
+    portal must stay up, as it is where people enter the secrets again.
+    """
     try:
         with db_connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+        unreadable = unreadable_secrets()
     except DatabaseError:
         return JsonResponse({"status": "error", "database": "unreachable"}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+    if unreadable:
+        return JsonResponse({"status": "degraded", "database": "ok", "encryption_keys": unreadable})
+    return JsonResponse({"status": "ok", "database": "ok", "encryption_keys": "ok"})

@@ -61,4 +61,4 @@ def test_an_unknown_or_malformed_code_is_a_404(owner: Any) -> None:
 def test_healthz_reports_the_database(client: Any) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "encryption_keys": "ok"}
