@@ -19,8 +19,8 @@ from django.test import Client
 from connections_app import service_keys
 from connections_app.models import Connection, GrantType, OAuthClient, Scope
 from tests.conftest import CLIENT_SECRET
+from tests.connection_states import authorize
 from tests.fakes.fake_kroger import FakeKroger
-from tests.keepalive import authorize
 from tests.test_settings import GOOD, ROOT
 
 pytestmark = pytest.mark.django_db

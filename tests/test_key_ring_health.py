@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from django.core import checks
 
-from connections_app import key_ring_check
+from connections_app import key_ring_check, lifecycle
 from connections_app.crypto import generate_key
+from connections_app.lifecycle import Actor
 from connections_app.models import Connection, OAuthClient, ServiceKey
 from tests.conftest import CLIENT_SECRET
 from tests.fakes.fake_kroger import FakeKroger
@@ -163,7 +164,7 @@ def test_reentering_the_secret_clears_the_health_line(
     oauth_client = OAuthClient.objects.get(pk=oauth_client.pk)
     oauth_client.client_secret = CLIENT_SECRET
     oauth_client.save()
-    stored.disconnect(actor=owner)
+    lifecycle.disconnect(stored, actor=Actor(owner))
     assert key_ring_check.unreadable_secrets(fresh=True) == ""
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from connections_app.models import AuthorizationAttempt, Connection, ServiceKey
+from connections_app import consent
+from connections_app.models import Connection, ServiceKey
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +47,7 @@ def test_the_oauth_callback_refuses_a_nul_in_its_parameters(
     client: Any, owner: Any, connection: Connection, query: str
 ) -> None:
     client.force_login(owner)
-    attempt, state = AuthorizationAttempt.begin(
+    attempt, state = consent.start_attempt(
         connection=connection, user=owner, redirect_uri="https://portal.test/oauth/callback/"
     )
     response = client.get("/oauth/callback/?" + query.replace("{state}", state))
