@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import Client
 
-from connections_app.accounts import AccountAdapter
+from connections_app.accounts import SignupForm
 from tests.test_signup import sign_up
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -22,16 +22,16 @@ def sign_up_together(emails: list[str], monkeypatch: Any) -> list[int]:
     """Sign ``emails`` up in threads; each one's form checks finish before any saves (unless
     a lock makes them wait, which is the point), so the race is run, not hoped for."""
     checked = threading.Barrier(len(emails))
-    clean_email = AccountAdapter.clean_email
+    clean_email = SignupForm.clean_email
 
-    def clean_email_together(self: AccountAdapter, email: str) -> str:
-        cleaned = clean_email(self, email)
+    def clean_email_together(self: SignupForm) -> str:
+        cleaned = clean_email(self)
         # When the others are queued behind a lock, the wait breaks and this one goes on alone.
         with contextlib.suppress(threading.BrokenBarrierError):
             checked.wait(timeout=2)
         return cleaned
 
-    monkeypatch.setattr(AccountAdapter, "clean_email", clean_email_together)
+    monkeypatch.setattr(SignupForm, "clean_email", clean_email_together)
     statuses: list[int] = [0] * len(emails)
 
     def run(index: int) -> None:
