@@ -171,7 +171,7 @@ def test_reentering_the_secret_clears_the_health_line(
 def test_the_api_answers_json_when_the_tokens_cannot_be_read(
     client: Any, stored: Connection, wrong_keys: str
 ) -> None:
-    _, raw = ServiceKey.create_key(name="Shop", all_connections=True)
+    _, raw = ServiceKey.create_key(name="Shop", all_connections=True, may_fetch_tokens=True)
     response = client.get(
         f"/api/v1/connections/{stored.code}/token", HTTP_AUTHORIZATION=f"Bearer {raw}"
     )
