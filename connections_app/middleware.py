@@ -41,8 +41,9 @@ def refuse_nul_bytes(
     def middleware(request: HttpRequest) -> HttpResponse:
         if _holds_nul(request):
             if request.path.startswith("/api/"):
+                code = "invalid_path" if NUL in request.path else "bad_request"
                 response: HttpResponse = JsonResponse(
-                    {"error": {"code": "bad_request", "message": NUL_MESSAGE}}, status=400
+                    {"error": {"code": code, "message": NUL_MESSAGE}}, status=400
                 )
                 response["Cache-Control"] = "no-store"
                 return response
