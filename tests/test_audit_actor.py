@@ -42,7 +42,7 @@ def test_the_migration_labels_events_recorded_before(owner: Any, connection: Con
     from django.apps import apps
 
     event = AuditEvent.objects.create(action=AuditAction.TESTED, actor=owner, connection=connection)
-    migration = import_module("connections_app.migrations.0006_name_characters_and_actor_labels")
+    migration = import_module("connections_app.migrations.0007_name_characters_and_actor_labels")
     migration.label_past_events(apps, None)
     owner.delete()
     event.refresh_from_db()

@@ -18,7 +18,7 @@ def label_past_events(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections_app', '0005_proxy_budgets_and_key_permissions'),
+        ('connections_app', '0006_webhooks_and_metrics'),
     ]
 
     operations = [
