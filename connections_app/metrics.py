@@ -17,9 +17,8 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.db.models import Count, Q, Sum
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.utils import timezone
-from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -193,12 +192,14 @@ def exposition() -> bytes:
     return generate_latest(registry)
 
 
-@require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Off (404) unless METRICS_TOKEN is set; then only for ``Authorization: Bearer <it>``."""
+    """Off (404, whatever the method) unless METRICS_TOKEN is set; then only GET, only for
+    ``Authorization: Bearer <METRICS_TOKEN>``."""
     expected = settings.METRICS_TOKEN
     if not expected:
         raise Http404
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         presented.strip().encode(), expected.encode()

@@ -134,6 +134,7 @@ EXPECTED = {
 def test_it_is_off_without_metrics_token(client: Client, settings: Any) -> None:
     settings.METRICS_TOKEN = ""
     assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 404
+    assert client.post("/metrics").status_code == 404
 
 
 @pytest.mark.django_db
