@@ -39,11 +39,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         headers = {name.lower(): value for name, value in self.headers.items()}
-        if receiver.on_receive is not None:
-            receiver.on_receive(headers, body)
+        # Recorded before on_receive runs: a test that kills the sender from there reads
+        # ``received`` as soon as the sender is dead, which may be before this thread goes on.
         with receiver.lock:
             status = receiver.statuses.pop(0) if receiver.statuses else 200
             receiver.received.append(Received(self.path, headers, body, status))
+        if receiver.on_receive is not None:
+            receiver.on_receive(headers, body)
         self.send_response(status)
         if 300 <= status < 400:
             self.send_header("Location", receiver.redirect_to or "/elsewhere")
