@@ -7,14 +7,21 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-
+from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application
 
-from bench.anatomy import ApiMiddlewareOnly
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
 portal = get_wsgi_application()
-lean = ApiMiddlewareOnly()
+
+
+def _lean() -> WSGIHandler:
+    from bench.anatomy import ApiMiddlewareOnly  # the portal's modules need Django set up
+
+    return ApiMiddlewareOnly()
+
+
+lean = _lean()
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

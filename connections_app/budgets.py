@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from connections_app import notifications, webhooks
@@ -32,6 +32,8 @@ from connections_app.models import (
     ServiceKey,
     WebhookEvent,
     api_label,
+    counted_update,
+    locked_row,
     seconds_until,
 )
 
@@ -58,11 +60,7 @@ def spend(
     now = now or timezone.now()
     with transaction.atomic():
         budget = _locked_budget(client, api)
-        quota = (
-            KeyQuota.objects.select_for_update().filter(service_key=key, api=api).first()
-            if key is not None
-            else None
-        )
+        quota = locked_row(KeyQuota, {"service_key": key, "api": api}) if key else None
         refusal = _refusal(budget, quota, key, now)
         if refusal is not None:
             return refusal
@@ -71,7 +69,7 @@ def spend(
         warn = _due_for_warning(budget)
         if warn:
             budget.warned_for_window = budget.window_started_at
-        budget.save(update_fields=["window_started_at", "calls", "warned_for_window"])
+        _write(budget, "window_started_at", "calls", "warned_for_window")
         # The webhook events, in the transaction that counted the call (e-mail waits for it).
         if warn:
             webhooks.announce_budget(WebhookEvent.BUDGET_WARNING, budget, reason="limit")
@@ -80,7 +78,7 @@ def spend(
         if quota is not None:
             quota.start_window_if_over(now)
             quota.calls += 1
-            quota.save(update_fields=["window_started_at", "calls"])
+            _write(quota, "window_started_at", "calls")
     ApiUsage.bump(now, client=client, api=api, service_key=key)
     if warn:
         budget_warning(budget)
@@ -104,7 +102,7 @@ def kroger_said_spent(
         until = now + timedelta(seconds=retry_after) if retry_after else ends
         newly_spent = not budget.spent_by_kroger(now)
         budget.spent_until = until
-        budget.save(update_fields=["window_started_at", "calls", "spent_until"])
+        _write(budget, "window_started_at", "calls", "spent_until")
         if newly_spent:
             webhooks.announce_budget(WebhookEvent.BUDGET_EXHAUSTED, budget, reason="kroger")
     logger.warning("Kroger answered 429 for client %s, API %s", client.code, api)
@@ -115,21 +113,19 @@ def kroger_said_spent(
 
 def _locked_budget(client: OAuthClient, api: str) -> ApiBudget:
     """The client's budget row for ``api``, locked for this transaction (made on first use)."""
-    rows = ApiBudget.objects.select_for_update().filter(client=client, api=api)
-    budget = rows.first()
-    if budget is not None:
-        budget.client = client  # already at hand: no query for its name
-        return budget
-    try:
-        with transaction.atomic():
-            ApiBudget.objects.create(
-                client=client, api=api, daily_limit=ApiBudget.default_limit(client, api)
-            )
-    except IntegrityError:  # made meanwhile by another caller
-        pass
-    budget = rows.get()
-    budget.client = client
+    budget = locked_row(ApiBudget, {"client": client, "api": api})
+    if budget is None:
+        ApiBudget.objects.bulk_create(
+            [ApiBudget(client=client, api=api, daily_limit=ApiBudget.default_limit(client, api))],
+            ignore_conflicts=True,  # made meanwhile by another caller: theirs is the one
+        )
+        budget = locked_row(ApiBudget, {"client": client, "api": api})
+    budget.client = client  # already at hand: no query for its name
     return budget
+
+
+def _write(row: ApiBudget | KeyQuota, *names: str) -> None:
+    counted_update(type(row), {"id": row.pk}, {name: getattr(row, name) for name in names})
 
 
 def _refusal(
