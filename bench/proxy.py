@@ -38,6 +38,51 @@ from bench.benchmark import CONCURRENCY, HOST, SECONDS, Load
 ROOT = Path(__file__).resolve().parent.parent
 
 Connect = Callable[[], http.client.HTTPConnection]
+TICK = os.sysconf("SC_CLK_TCK")
+HANDOUT = "token endpoint (valid token)"
+PROXY = "proxy: GET products via the portal"
+DIRECT = "direct: GET products at the fake"
+CEILING = "ceiling: one row by pk as JSON"
+
+
+def _processes() -> list[tuple[int, int, str, float]]:
+    """(pid, parent pid, command, CPU seconds used) of every process on the machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+        found.append((int(entry.name), int(fields[1]), command, cpu))
+    return found
+
+
+def server_cpu(gunicorn_pid: int, pg_port: str) -> float:
+    """CPU seconds used so far by the portal's side: gunicorn's processes and this bench's
+    PostgreSQL server (its postmaster and backends). Other work on the machine slows the
+    requests down but does not add to this, so CPU per request stays comparable when the
+    machine is busy, unlike requests/s."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, parent, _, _ in processes:
+        children.setdefault(parent, []).append(pid)
+    roots = [gunicorn_pid] + [
+        pid
+        for pid, _, command, _ in processes
+        if "postgres" in command and f"-p {pg_port}" in command
+    ]
+    wanted: set[int] = set()
+    while roots:
+        pid = roots.pop()
+        if pid not in wanted:
+            wanted.add(pid)
+            roots.extend(children.get(pid, []))
+    return sum(cpu for pid, _, _, cpu in processes if pid in wanted)
 
 
 def load_with(connect: Connect, path: str, headers: dict[str, str], seconds: float) -> Load:
@@ -175,10 +220,10 @@ def main() -> int:
         "Authorization": f"Bearer {access_token}",
     }
     scenarios: list[tuple[str, Connect, str, dict[str, str]]] = [
-        ("token endpoint (valid token)", portal, token_path, headers),
-        ("proxy: GET products via the portal", portal, proxy_path, headers),
-        ("direct: GET products at the fake", direct, direct_path, direct_headers),
-        ("ceiling: one row by pk as JSON", portal, f"/bench/ceiling/{pk}", headers),
+        (HANDOUT, portal, token_path, headers),
+        (PROXY, portal, proxy_path, headers),
+        (DIRECT, direct, direct_path, direct_headers),
+        (CEILING, portal, f"/bench/ceiling/{pk}", headers),
         ("  + service key (hash lookup)", portal, f"/bench/anatomy/key/{code}", headers),
         ("  + connection scoped to the key", portal, f"/bench/anatomy/connection/{code}", headers),
         ("  + its token (decrypted)", portal, f"/bench/anatomy/token/{code}", headers),
@@ -188,13 +233,17 @@ def main() -> int:
         ("token endpoint, API middleware only", portal, f"/bench/lean/token/{code}", headers),
     ]
     measured: dict[str, Load] = {}
+    cpu_ms: dict[str, float] = {}
+    pg_port = str(urlsplit(db_url).port)
     try:
         for label, connect, path, with_headers in scenarios:
             status, body = _probe(connect, path, with_headers)
             if status != 200:
                 raise SystemExit(f"{label}: {path} answered {status}: {body[:300]!r}")
             load_with(connect, path, with_headers, 1.0)  # warm up connections and caches
-            measured[label] = load_with(connect, path, with_headers, SECONDS)
+            before = server_cpu(server.pid, pg_port)
+            measured[label] = result = load_with(connect, path, with_headers, SECONDS)
+            cpu_ms[label] = (server_cpu(server.pid, pg_port) - before) / result.requests * 1000
     finally:
         server.terminate()
         try:
@@ -202,7 +251,7 @@ def main() -> int:
         except Exception:
             server.kill()
         fake.stop()
-    show(measured, proxy_queries=proxy_queries, total=time.monotonic() - began)
+    show(measured, cpu_ms, proxy_queries=proxy_queries, total=time.monotonic() - began)
     return 0 if not any(result.errors for result in measured.values()) else 1
 
 
@@ -216,22 +265,25 @@ def _probe(connect: Connect, path: str, headers: dict[str, str]) -> tuple[int, b
         conn.close()
 
 
-def show(measured: dict[str, Load], *, proxy_queries: int, total: float) -> None:
+def show(
+    measured: dict[str, Load], cpu_ms: dict[str, float], *, proxy_queries: int, total: float
+) -> None:
     print("")
     load_1, load_5, _ = os.getloadavg()
     print(f"Proxy and token endpoint: {CONCURRENCY} client threads, {SECONDS:.0f} s each, loopback")
     print(f"Load average at the end: {load_1:.1f} (1 min), {load_5:.1f} (5 min)")
     print("")
-    print(f"  {'':<38} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    print(f"  {'':<38} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'CPU ms':>7}")
     for label, result in measured.items():
         print(
-            f"  {label:<38} {result.rate:>9.0f} {result.percentile(50):>9.1f} "
-            f"{result.percentile(99):>9.1f} {result.errors:>7}"
+            f"  {label:<38} {result.rate:>7.0f} {result.percentile(50):>8.1f} "
+            f"{result.percentile(99):>8.1f} {result.errors:>6} {cpu_ms[label]:>7.2f}"
         )
-    token = measured["token endpoint (valid token)"]
-    proxy = measured["proxy: GET products via the portal"]
-    direct = measured["direct: GET products at the fake"]
-    ceiling = measured["ceiling: one row by pk as JSON"]
+    print(
+        "  (CPU ms: CPU time gunicorn and PostgreSQL spent per request; the fake Kroger runs in "
+        "the bench's own process and is not included)"
+    )
+    token, proxy, direct, ceiling = (measured[k] for k in (HANDOUT, PROXY, DIRECT, CEILING))
     added = proxy.percentile(50) - direct.percentile(50)
     goal = "met" if added <= token.percentile(50) else "NOT met"
     print("")
@@ -239,7 +291,15 @@ def show(measured: dict[str, Load], *, proxy_queries: int, total: float) -> None
         f"Portal's added latency at p50 (proxy - direct): {added:.1f} ms; the token endpoint's "
         f"p50 is {token.percentile(50):.1f} ms: goal {goal}"
     )
-    print(f"Token endpoint / ceiling: {token.rate / ceiling.rate:.0%} of the requests per second")
+    token_cpu, ceiling_cpu = cpu_ms[HANDOUT], cpu_ms[CEILING]
+    print(
+        f"Token endpoint / ceiling: {token.rate / ceiling.rate:.0%} of the requests per second, "
+        f"{ceiling_cpu / token_cpu:.0%} by CPU per request"
+    )
+    print(
+        f"Portal's CPU per proxied call: {cpu_ms[PROXY]:.2f} ms; per token hand-out: "
+        f"{token_cpu:.2f} ms; per ceiling request: {ceiling_cpu:.2f} ms"
+    )
     lean_token = measured["token endpoint, API middleware only"]
     lean_ceiling = measured["ceiling, API middleware only"]
     print(
