@@ -57,7 +57,9 @@ def _processes() -> list[tuple[int, int, str, float]]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+        # utime + stime, and cutime + cstime: the CPU of its children that have exited (a
+        # PostgreSQL backend ends with its connection, and its time must still count).
+        cpu = sum(int(value) for value in fields[11:15]) / TICK
         found.append((int(entry.name), int(fields[1]), command, cpu))
     return found
 
