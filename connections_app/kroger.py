@@ -23,6 +23,7 @@ import email.utils
 import hashlib
 import http.cookiejar
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -87,11 +88,20 @@ class KrogerError(Exception):
 
 @dataclass(frozen=True)
 class TokenResponse:
+    """A token answer as far as it can be trusted.
+
+    ``distrusted`` is empty for a sound answer. Otherwise it says (for people; never a value)
+    what was wrong with an answer that still carried a well-formed refresh token: Kroger has
+    rotated the refresh token, so that one must be kept, and nothing else in the answer is
+    used (``access_token`` is empty and ``expires_in`` 0).
+    """
+
     access_token: str = field(repr=False)
     expires_in: int
     token_type: str
     refresh_token: str | None = field(default=None, repr=False)
     scope: str | None = None
+    distrusted: str = ""
 
 
 # --- PKCE and the consent page ------------------------------------------------------------
@@ -257,17 +267,18 @@ def _token_request(
     session.register_compliance_hook("refresh_token_response", inspect)
     try:
         _send(environment, grant, lambda timeout: call(auth, timeout))
-    except OAuth2Error as refusal:
-        if not refused:
-            raise
-        status, body = refused[0]
-        raise _log(_token_error(environment, status, body, grant, refusal)) from None
-    except (ValueError, TypeError, AttributeError):
-        # oauthlib reads the answer again after the hook and may stumble on a field the portal
-        # does not use; once _token_response has accepted the answer, that verdict stands
-        # (a rotated refresh token must not be lost to a parsing quirk).
-        if not answered:
-            raise
+    except Exception as problem:
+        # oauthlib reads the answer again after the hook and may stumble on what the portal
+        # does not use (a field of the wrong type, a missing access token, a lifetime too
+        # large to add to the clock, a scope it did not expect): once _token_response has
+        # judged the answer, that verdict stands, since a rotated refresh token must not be
+        # lost to a parsing quirk.
+        if answered:
+            return answered[0]
+        if isinstance(problem, OAuth2Error) and refused:
+            status, body = refused[0]
+            raise _log(_token_error(environment, status, body, grant, problem)) from None
+        raise
     return answered[0]
 
 
@@ -287,34 +298,86 @@ def _basic_auth(client_id: str, client_secret: str, grant: str) -> HTTPBasicAuth
     return HTTPBasicAuth(client_id, client_secret)
 
 
+# Bounds a real Kroger answer never comes near: anything outside them is not a usable token.
+MAX_TOKEN_LENGTH = 4096
+MAX_EXPIRES_IN = 24 * 60 * 60  # Kroger's access tokens last 30 minutes
+MAX_SCOPE_LENGTH = 1000  # what Connection.granted_scopes holds
+# RFC 6750 section 2.1 b64token: what a bearer token may be made of (no space, no control).
+TOKEN_RE = re.compile(r"\A[A-Za-z0-9\-._~+/]+=*\Z")
+# RFC 6749 section 3.3 scope-tokens, separated by single spaces.
+SCOPE_RE = re.compile(r"\A[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*\Z")
+
+
+def _well_formed_token(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TOKEN_LENGTH and bool(TOKEN_RE.match(value))
+
+
 @sensitive_variables("body", "access_token", "refresh")
 def _token_response(environment: str, body: dict[str, Any], grant: str) -> TokenResponse:
-    """The one place a token answer's JSON becomes a ``TokenResponse`` (or a ``KrogerError``)."""
+    """The one place a token answer's JSON becomes a ``TokenResponse`` (or a ``KrogerError``).
+
+    Every field is checked against bounds a real Kroger answer never comes near, before
+    anything is stored. Kroger invalidates the old refresh token the moment it answers, so a
+    well-formed refresh token is returned whatever else is wrong, marked ``distrusted`` (and
+    nothing else of the answer is used); an answer with a problem and no usable refresh token
+    is "garbage" (a transient KrogerError). A scope that is not a scope is ignored, as if
+    Kroger had sent none.
+    """
+    refresh = body.get("refresh_token")
+    if refresh == "":
+        refresh = None  # as if omitted: the stored one is kept
+    problems = []
+    if refresh is not None and not _well_formed_token(refresh):
+        problems.append("with a malformed refresh token")
     access_token = body.get("access_token")
     if not isinstance(access_token, str) or not access_token:
-        raise _log(_garbage(environment, 200, grant, "a token response without an access token"))
+        problems.append("without an access token")
+    elif not _well_formed_token(access_token):
+        problems.append("with a malformed access token")
     expires_in = _expires_in(body.get("expires_in"))
     if expires_in is None:
         # A token without a known, positive lifetime would be refreshed on every use.
-        raise _log(_garbage(environment, 200, grant, "a token without a valid expires_in"))
-    refresh = body.get("refresh_token")
+        problems.append(f"without a valid expires_in (1 to {MAX_EXPIRES_IN} seconds)")
+    token_type = body.get("token_type", "bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        problems.append("with a token_type other than bearer")
     scope = body.get("scope")
+    if scope is not None and not (
+        isinstance(scope, str)
+        and (scope == "" or (len(scope) <= MAX_SCOPE_LENGTH and SCOPE_RE.match(scope)))
+    ):
+        logger.warning("Kroger token answer with a scope that is not one (grant=%s)", grant)
+        scope = None
+    if not problems:
+        assert isinstance(access_token, str) and expires_in is not None
+        return TokenResponse(
+            access_token=access_token,
+            expires_in=expires_in,
+            token_type="bearer",  # noqa: S106 (a token type, not a secret)
+            refresh_token=refresh,
+            scope=scope,
+        )
+    what = "a token response " + " and ".join(problems)
+    if refresh is None or "with a malformed refresh token" in problems:
+        raise _log(_garbage(environment, 200, grant, what))
+    logger.warning("Kroger token answer distrusted (grant=%s): %s", grant, what)
     return TokenResponse(
-        access_token=access_token,
-        expires_in=expires_in,
-        token_type=str(body.get("token_type") or "bearer"),
-        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
-        scope=scope if isinstance(scope, str) else None,
+        access_token="",
+        expires_in=0,
+        token_type="bearer",  # noqa: S106 (a token type, not a secret)
+        refresh_token=refresh,
+        distrusted=f"Kroger ({Environment.label_of(environment)}) sent {what}",
     )
 
 
 def _expires_in(value: Any) -> int | None:
-    """Seconds the token lasts (an integer, or a string of one), or None if not positive."""
+    """Seconds the token lasts (an integer, or a string of one), or None unless it is between
+    1 and MAX_EXPIRES_IN."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
         value = int(value)
-    return value if isinstance(value, int) and value > 0 else None
+    return value if isinstance(value, int) and 0 < value <= MAX_EXPIRES_IN else None
 
 
 def _token_error(

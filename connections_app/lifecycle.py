@@ -17,16 +17,18 @@ from enum import Enum
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from connections_app import budgets, kroger, notifications, webhooks
+from connections_app.crypto import DecryptionError
 from connections_app.models import (
     KROGER_UNREACHABLE,
     NEEDS_REAUTHORIZATION,
+    SECRETS_UNREADABLE,
     AccessToken,
     AuditAction,
     AuditEvent,
@@ -111,19 +113,21 @@ def get_access_token(connection: Connection, *, actor: Actor = SYSTEM) -> Access
 
 def _obtain(connection: Connection, actor: Actor) -> tuple[Connection, AccessToken]:
     """The token and the connection as the token was had (the stored state after a renewal)."""
-    if connection.status == ConnectionStatus.NOT_AUTHORIZED or not connection.access_token:
+    if connection.status == ConnectionStatus.NOT_AUTHORIZED or not connection.is_authorized:
         raise _not_authorized()
     if connection.needs_reauthorization:
         raise _needs_reauthorization()
     # Only an Online connection's token is handed out as is: Offline means the portal
     # knows it is expired or refused, and the locked path refreshes it or says why not.
-    if (
-        connection.status == ConnectionStatus.ONLINE
-        and connection.token_valid_for() > connection.refresh_margin()
-    ):
-        token = connection.current_token()
-        assert token is not None
-        return connection, token
+    if connection.status == ConnectionStatus.ONLINE:
+        now = timezone.now()
+        try:
+            fresh = connection.token_valid_for(now) > connection.refresh_margin()
+        except DecryptionError:
+            fresh = False  # the locked path says so, and takes the connection Offline
+        token = connection.current_token(now) if fresh else None
+        if token is not None:
+            return connection, token
     return _renew_waiting(connection, Request(Want.USABLE, actor))
 
 
@@ -151,8 +155,9 @@ def _renew_waiting(connection: Connection, request: Request) -> tuple[Connection
     fresh, outcome = claimed
     if outcome.token is not None and not (request.want is Want.RENEWAL and outcome.error):
         return fresh, outcome.token
-    assert outcome.error is not None
-    raise outcome.error
+    raise outcome.error or TokenUnavailable(
+        "kroger_unavailable", fresh.status_reason or "No usable access token. Try again."
+    )
 
 
 # --- The worker's selection ------------------------------------------------------------------
@@ -177,7 +182,7 @@ def due_for_refresh(
             renewed_at=Coalesce("last_refreshed_at", "authorized_at", "created_at")
         )
         .exclude(status=ConnectionStatus.NOT_AUTHORIZED)
-        .exclude(access_token="")
+        .exclude(access_token="", refresh_token="")
         .exclude(status=ConnectionStatus.OFFLINE, status_reason=NEEDS_REAUTHORIZATION)
         .filter(Q(next_refresh_at__isnull=True) | Q(next_refresh_at__lte=now))
         .filter(expiring | stale_grant)
@@ -259,7 +264,14 @@ def _claim_and_renew(
 
 def _renew_locked(connection: Connection, request: Request) -> Outcome:
     now = timezone.now()
-    if connection.status == ConnectionStatus.NOT_AUTHORIZED or not connection.access_token:
+    try:
+        return _renew_readable(connection, request, now)
+    except DecryptionError:
+        return _secrets_unreadable(connection, now=now, actor=request.actor)
+
+
+def _renew_readable(connection: Connection, request: Request, now: datetime) -> Outcome:
+    if connection.status == ConnectionStatus.NOT_AUTHORIZED or not connection.is_authorized:
         return Outcome("not authorized", error=_not_authorized())
     if connection.needs_reauthorization:
         return Outcome("needs reauthorization", error=_needs_reauthorization())
@@ -304,8 +316,9 @@ def _backing_off(connection: Connection, now: datetime) -> Outcome:
         notice = Notice.NONE if told_already else Notice.FAILURE
     assert connection.next_refresh_at is not None
     reason = connection.status_reason or f"{KROGER_UNREACHABLE}: the last refresh failed."
+    code = "secrets_unreadable" if reason.startswith(SECRETS_UNREADABLE) else "kroger_unavailable"
     error = TokenUnavailable(
-        "kroger_unavailable", f"{reason} Next try at {connection.next_refresh_at:%H:%M:%S} UTC."
+        code, f"{reason} Next try at {connection.next_refresh_at:%H:%M:%S} UTC."
     )
     return Outcome(
         "backing off" + (", token expired: offline" if notice is Notice.FAILURE else ""),
@@ -343,6 +356,9 @@ def _request_token(connection: Connection) -> kroger.TokenResponse:
 def _refresh_succeeded(
     connection: Connection, response: kroger.TokenResponse, *, now: datetime, actor: Actor
 ) -> Outcome:
+    distrust = response.distrusted or _arrived_expired(response, now)
+    if distrust:
+        return _refresh_distrusted(connection, response, distrust, now=now, actor=actor)
     recovered = connection.failure_notified
     rotated = bool(response.refresh_token)
     try:
@@ -364,18 +380,92 @@ def _refresh_succeeded(
                 f"New access token valid for {response.expires_in // 60} minutes"
                 + ("; the refresh token was rotated" if rotated else ""),
             )
-    except DatabaseError as exc:
-        return _save_failed(connection, exc, rotated=rotated, actor=actor)
-    assert connection.token_expires_at is not None
+    except Exception as exc:
+        # Any failure, not only the database's: Kroger has already rotated the refresh token.
+        return _save_failed(connection, exc, response=response, actor=actor)
+    token = connection.current_token()
+    assert token is not None and connection.token_expires_at is not None
     return Outcome(
         f"refreshed, valid until {connection.token_expires_at:%H:%M:%S} UTC",
-        token=connection.current_token(),
+        token=token,
         notice=Notice.RECOVERY if recovered else Notice.NONE,
     )
 
 
+# A new access token is of use only if it still has this long to live when it arrives.
+MINIMUM_VALIDITY = timedelta(seconds=5)
+
+
+def _arrived_expired(response: kroger.TokenResponse, asked_at: datetime) -> str:
+    """Why the answer's access token is of no use although well-formed: Kroger took (nearly)
+    as long to answer as the token lasts. Empty when it is of use."""
+    left = asked_at + timedelta(seconds=response.expires_in) - timezone.now()
+    if left >= MINIMUM_VALIDITY:
+        return ""
+    seconds = max(int(left.total_seconds()), 0)
+    return f"Kroger's new access token was valid for only {seconds} seconds when it arrived"
+
+
+def _refresh_distrusted(
+    connection: Connection,
+    response: kroger.TokenResponse,
+    what: str,
+    *,
+    now: datetime,
+    actor: Actor,
+) -> Outcome:
+    """An answer of which only the refresh token can be used (see ``kroger._token_response``
+    and ``_arrived_expired``). Kroger has rotated it, so it is kept (the stored one is dead
+    now) and nothing else; the stored access token stays usable while it lasts. Then the
+    failure policy, as for any answer that could not be used."""
+    if response.refresh_token:
+        try:
+            with transaction.atomic():
+                connection.keep_refresh_token(response.refresh_token)
+        except Exception as exc:
+            return _save_failed(connection, exc, response=response, actor=actor)
+        what += ". The portal kept the new refresh token and uses it at the next try"
+    error = kroger.KrogerError("garbage", f"{what}.", status=200, grant=kroger.REFRESH)
+    return _refresh_failed(connection, error, now=now, actor=actor)
+
+
+def _secrets_unreadable(connection: Connection, *, now: datetime, actor: Actor) -> Outcome:
+    """ENCRYPTION_KEYS cannot decrypt the connection's tokens or its client's secret: no call
+    to Kroger can be made. Offline with that reason, backing off like any failure (the
+    worker does not retry every pass), and people are told once. Nothing is written but the
+    status: the unreadable values stay for the right keys to read."""
+    failures = connection.refresh_failures + 1
+    retry_at = now + refresh_backoff(failures)
+    notice = Notice.NONE if connection.failure_notified else Notice.FAILURE
+    reason = (
+        f"{SECRETS_UNREADABLE}: ENCRYPTION_KEYS cannot decrypt this connection's tokens or "
+        "its OAuth 2.0 client's secret. Restore the keys, or enter the client secret again "
+        "and reauthorize."
+    )
+    connection.set_state(
+        status=ConnectionStatus.OFFLINE,
+        status_reason=reason[:255],
+        refresh_failures=failures,
+        next_refresh_at=retry_at,
+        failure_notified=True,
+    )
+    actor.record(
+        AuditAction.REFRESH_FAILED, connection, f"{reason} Next try at {retry_at:%H:%M:%S} UTC."
+    )
+    logger.error(
+        "Connection %s: its stored secrets cannot be decrypted with ENCRYPTION_KEYS",
+        connection.code,
+    )
+    return Outcome(
+        "secrets unreadable (ENCRYPTION_KEYS), offline",
+        error=TokenUnavailable("secrets_unreadable", reason),
+        notice=notice,
+        notice_detail=reason,
+    )
+
+
 def _save_failed(
-    connection: Connection, exc: DatabaseError, *, rotated: bool, actor: Actor
+    connection: Connection, exc: Exception, *, response: kroger.TokenResponse, actor: Actor
 ) -> Outcome:
     # Only the exception's class: database messages can quote the values being written.
     logger.error(
@@ -384,14 +474,31 @@ def _save_failed(
         type(exc).__name__,
     )
     connection.refresh_from_db()  # drop the unsaved values; the row still holds the old ones
+    rotated = bool(response.refresh_token)
     if rotated and connection.grant_type == GrantType.AUTHORIZATION_CODE:
-        # Kroger has already invalidated the stored refresh token: retrying cannot work.
-        error = kroger.KrogerError(
-            "invalid_grant",
-            "Kroger issued a new refresh token but the portal could not save it, so the "
-            "stored one no longer works. Authorize the connection again.",
-            grant=kroger.REFRESH,
-        )
+        # Kroger has already invalidated the stored refresh token: keep the new one alone.
+        try:
+            with transaction.atomic():
+                connection.keep_refresh_token(str(response.refresh_token))
+        except Exception as again:
+            logger.error(
+                "Could not save even the new refresh token of connection %s: %s",
+                connection.code,
+                type(again).__name__,
+            )
+            connection.refresh_from_db()
+            error = kroger.KrogerError(
+                "invalid_grant",
+                "Kroger issued a new refresh token but the portal could not save it, so the "
+                "stored one no longer works. Authorize the connection again.",
+                grant=kroger.REFRESH,
+            )
+        else:
+            error = kroger.KrogerError(
+                "server",
+                "The portal could not save the new access token; it kept the new refresh token.",
+                grant=kroger.REFRESH,
+            )
     else:
         error = kroger.KrogerError(
             "server", "The portal could not save the new access token.", grant=kroger.REFRESH
@@ -476,6 +583,11 @@ def authorize_with(
     Kroger need not return ``scope``: then the scopes requested are the ones granted.
     People who were told of a failure are told now that it works again.
     """
+    distrust = response.distrusted or (
+        _arrived_expired(response, timezone.now()) if response.refresh_token else ""
+    )
+    if distrust:
+        return _authorize_distrusted(connection, response, distrust, actor=actor)
     with transaction.atomic():
         locked = Connection.objects.select_for_update(of=("self",)).get(pk=connection.pk)
         now = timezone.now()
@@ -500,6 +612,27 @@ def authorize_with(
         locked,
         Outcome("authorized", notice=Notice.RECOVERY if recovered else Notice.NONE),
     )
+    return locked
+
+
+def _authorize_distrusted(
+    connection: Connection, response: kroger.TokenResponse, what: str, *, actor: Actor
+) -> Connection:
+    """A consent whose answer carried a well-formed refresh token and nothing else usable:
+    the code is spent, so that refresh token is the grant. It is kept with no access token,
+    Offline saying why; the next request (or the worker's next pass) gets an access token
+    with it."""
+    assert response.refresh_token
+    reason = (
+        f"{what}. The portal kept the new refresh token "
+        "and gets an access token with it at the next request."
+    )
+    with transaction.atomic():
+        locked = Connection.objects.select_for_update(of=("self",)).get(pk=connection.pk)
+        now = timezone.now()
+        locked.authorized_at = now
+        locked.store_refresh_token_only(response.refresh_token, reason, now)
+        actor.record(AuditAction.AUTHORIZED, locked, reason)
     return locked
 
 

@@ -261,6 +261,8 @@ class AccessToken:
 # The status reason of a connection whose grant Kroger refused: only a person can fix it.
 NEEDS_REAUTHORIZATION = "Needs reauthorization"
 KROGER_UNREACHABLE = "Kroger unreachable"
+# The status reason of a connection whose tokens or client secret ENCRYPTION_KEYS cannot read.
+SECRETS_UNREADABLE = "Stored secrets unreadable"
 
 
 class Notice(Enum):
@@ -391,8 +393,11 @@ class Connection(models.Model):
 
     @property
     def is_authorized(self) -> bool:
-        # Whether a token is stored, even one ENCRYPTION_KEYS cannot read (then: Reauthorize).
-        return secret_state(self, "access_token") != "not set"
+        """Whether tokens are stored, even ones ENCRYPTION_KEYS cannot read (then: Reauthorize),
+        or only a refresh token (Kroger's last answer had no usable access token)."""
+        return any(
+            secret_state(self, name) != "not set" for name in ("access_token", "refresh_token")
+        )
 
     def token_valid_for(self, now: datetime | None = None) -> timedelta:
         if not self.access_token or self.token_expires_at is None:
@@ -409,7 +414,9 @@ class Connection(models.Model):
         obtained = max(filter(None, [self.authorized_at, self.last_refreshed_at]), default=None)
         if obtained is None or self.token_expires_at is None:
             return self.TOKEN_SAFETY_MARGIN
-        return min(self.TOKEN_SAFETY_MARGIN, (self.token_expires_at - obtained) / 2)
+        # Never below zero: a token that expired as it arrived has no margin, not a negative one.
+        lifetime = max(self.token_expires_at - obtained, timedelta(0))
+        return min(self.TOKEN_SAFETY_MARGIN, lifetime / 2)
 
     @property
     def needs_reauthorization(self) -> bool:
@@ -465,6 +472,26 @@ class Connection(models.Model):
             self.granted_scopes = granted_scopes
         self.status = ConnectionStatus.ONLINE
         self.status_reason = ""
+        self.refresh_failures = 0
+        self.next_refresh_at = None
+        self.save()
+
+    def keep_refresh_token(self, refresh_token: str) -> None:
+        """Keep only the refresh token of an answer whose other fields cannot be trusted:
+        Kroger invalidated the stored one when it answered. The access token stays as it was
+        (usable while it lasts), so nothing else of the answer is used."""
+        self.refresh_token = refresh_token
+        self.save(update_fields=["refresh_token", "updated_at"])
+
+    def store_refresh_token_only(self, refresh_token: str, reason: str, now: datetime) -> None:
+        """A new consent whose answer had a well-formed refresh token and nothing else usable:
+        keep that refresh token, with no access token (it counts as expired), Offline for
+        ``reason``; the next request gets an access token with it."""
+        self.access_token = ""
+        self.refresh_token = refresh_token
+        self.token_expires_at = now
+        self.status = ConnectionStatus.OFFLINE
+        self.status_reason = reason[:255]
         self.refresh_failures = 0
         self.next_refresh_at = None
         self.save()

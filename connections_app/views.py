@@ -40,6 +40,7 @@ from connections_app.lifecycle import Actor
 from connections_app.models import (
     TOKENS_DISCARDED,
     Connection,
+    ConnectionStatus,
     OAuthClient,
     TokenUnavailable,
     WebhookEvent,
@@ -287,6 +288,12 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     except consent.AuthorizationFailed as failed:
         messages.error(request, failed.message)
         return redirect("connection_detail", code=failed.connection.code)
+    if connection.status != ConnectionStatus.ONLINE:
+        # Kroger's answer held a refresh token and nothing else usable (see lifecycle).
+        messages.warning(
+            request, f"“{connection.name}” is authorized, but {connection.status_reason}"
+        )
+        return redirect("connection_detail", code=connection.code)
     messages.success(request, f"“{connection.name}” is authorized and Online.")
     return redirect("connection_detail", code=connection.code)
 

@@ -3,16 +3,19 @@ for putting things right: secrets show as unreadable and new ones can be entered
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core import checks
+from django.core import checks, mail
+from django.utils import timezone
 
-from connections_app import key_ring_check, lifecycle
+from connections_app import key_ring_check, lifecycle, worker
 from connections_app.crypto import generate_key
 from connections_app.lifecycle import Actor
-from connections_app.models import Connection, OAuthClient, ServiceKey
+from connections_app.models import Connection, ConnectionStatus, OAuthClient, ServiceKey
 from tests.conftest import CLIENT_SECRET
+from tests.connection_states import authorize
 from tests.fakes.fake_kroger import FakeKroger
 from tests.test_admin import change_url
 
@@ -175,6 +178,7 @@ def test_the_api_answers_json_when_the_tokens_cannot_be_read(
     response = client.get(
         f"/api/v1/connections/{stored.code}/token", HTTP_AUTHORIZATION=f"Bearer {raw}"
     )
+    assert response.status_code == 409
     assert response["Content-Type"] == "application/json"
     assert response["Cache-Control"] == "no-store"
     error = response.json()["error"]
@@ -187,5 +191,48 @@ def test_a_page_that_needs_an_unreadable_secret_says_so(
 ) -> None:
     client.force_login(owner)
     response = client.post(f"/connections/{stored.code}/test/", follow=True)
-    assert "ENCRYPTION_KEYS" in response.content.decode()
-    assert response.status_code != 500
+    assert response.status_code == 200
+    assert "ENCRYPTION_KEYS cannot decrypt this connection" in response.content.decode()
+
+
+# --- The worker: backs off, Offline with the reason, people told once -----------------------
+
+
+def test_the_worker_takes_unreadable_connections_offline_and_tells_people_once(
+    stored: Connection, wrong_keys: str, admin_user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    Connection.objects.filter(pk=stored.pk).update(token_expires_at=timezone.now())  # due
+
+    assert worker.refresh_due(concurrency=1) == 1
+
+    after = Connection.objects.get(pk=stored.pk)
+    assert after.status == ConnectionStatus.OFFLINE
+    assert after.status_reason.startswith(
+        "Stored secrets unreadable: ENCRYPTION_KEYS cannot decrypt"
+    )
+    assert after.next_refresh_at is not None and after.next_refresh_at > timezone.now()
+    [email] = mail.outbox
+    assert "offline" in email.subject and "ENCRYPTION_KEYS" in email.body
+    assert "crashed" not in caplog.text
+
+    assert worker.refresh_due(concurrency=1) == 0  # backing off: not tried every pass
+    Connection.objects.filter(pk=stored.pk).update(next_refresh_at=timezone.now())
+    assert worker.refresh_due(concurrency=1) == 1  # tried again later
+    assert len(mail.outbox) == 1  # told once
+    assert Connection.objects.get(pk=stored.pk).refresh_failures == 2
+
+
+def test_restoring_the_keys_brings_the_connection_back(
+    stored: Connection, settings: Any, fake_kroger: FakeKroger, admin_user: Any
+) -> None:
+    good_keys = settings.ENCRYPTION_KEYS
+    authorize(stored, fake_kroger, valid_for=timedelta(minutes=-1))
+    settings.ENCRYPTION_KEYS = generate_key(good_keys.split(":", 1)[0])
+    worker.refresh_due(concurrency=1)
+    assert Connection.objects.get(pk=stored.pk).status == ConnectionStatus.OFFLINE
+
+    settings.ENCRYPTION_KEYS = good_keys
+    Connection.objects.filter(pk=stored.pk).update(next_refresh_at=None)
+    assert worker.refresh_due(concurrency=1) == 1
+    assert Connection.objects.get(pk=stored.pk).status == ConnectionStatus.ONLINE
+    assert [m.subject for m in mail.outbox][-1].endswith("works again")

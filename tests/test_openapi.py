@@ -218,7 +218,12 @@ def test_a_documented_409_code_matches_what_connections_raise(
     schema = resolve(
         DOCUMENT["paths"]["/api/v1/connections/{id}/token"]["get"]["responses"]["409"]
     )["content"]["application/json"]["schema"]
-    for code in ("not_authorized", "needs_reauthorization", "kroger_unavailable"):
+    for code in (
+        "not_authorized",
+        "needs_reauthorization",
+        "kroger_unavailable",
+        "secrets_unreadable",
+    ):
 
         def unavailable(connection: Connection, *, actor: Any = None, code: str = code) -> Any:
             raise TokenUnavailable(code, "reason")

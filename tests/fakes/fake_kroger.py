@@ -6,14 +6,15 @@ single-use authorization codes bound to their redirect URI and PKCE challenge, H
 client authentication at the token endpoint, rotating refresh tokens, client credentials that
 refuse shopper scopes, and the Profile, Locations (with chains and departments), Products and
 Cart (``PUT cart/add``) endpoints behind a bearer token. Tests steer it with ``fail_token``,
-``reply_token``, ``fail_api``, ``token_delay``, ``api_delay``, ``api_headers`` and
-``expires_in`` and read ``token_calls`` / ``api_calls`` / ``api_requests`` / ``cart``. Its only
-cookie is named so it cannot collide with the portal's.
+``reply_token``, ``craft_token_answers``, ``fail_api``, ``token_delay``, ``api_delay``,
+``api_headers`` and ``expires_in`` and read ``token_calls`` / ``api_calls`` /
+``api_requests`` / ``cart``. Its only cookie is named so it cannot collide with the portal's.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import html
 import json
@@ -21,7 +22,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -103,6 +104,7 @@ class FakeKroger:
     access_tokens: dict[str, _Token] = field(default_factory=dict)
     refresh_tokens: dict[str, _Token] = field(default_factory=dict)
     token_failures: list[str] = field(default_factory=list)
+    token_crafts: list[Callable[[dict[str, Any]], Any]] = field(default_factory=list)
     api_failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     token_replies: list[tuple[int, str, dict[str, str]]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -155,6 +157,15 @@ class FakeKroger:
         text = body if isinstance(body, str) else json.dumps(body)
         with self.lock:
             self.token_replies.append((status, text, headers or {}))
+
+    def craft_token_answers(self, craft: Callable[[dict[str, Any]], Any], times: int = 1) -> None:
+        """The next ``times`` successful token answers: ``craft`` gets the answer the fake
+        would send (a copy) and returns the JSON value sent instead, for answers no real
+        Kroger sends. The fake rotates the refresh token only when the crafted answer still
+        carries the new one intact: otherwise it is as if Kroger had not rotated, and the
+        previous refresh token stays valid."""
+        with self.lock:
+            self.token_crafts.extend([craft] * times)
 
     def fail_api(self, status: int, times: int = 1, headers: dict[str, str] | None = None) -> None:
         with self.lock:
@@ -212,6 +223,8 @@ class FakeKroger:
 class _Handler(BaseHTTPRequestHandler):
     kroger: FakeKroger
     protocol_version = "HTTP/1.1"
+    _craft: Callable[[dict[str, Any]], Any] | None = None
+    _spent_refresh = ""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output quiet
@@ -246,7 +259,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, status: int, payload: dict[str, Any]) -> None:
+        craft, self._craft = getattr(self, "_craft", None), None
+        if craft is not None and status == 200:
+            self._send(200, json.dumps(self._crafted(craft, payload)).encode(), "application/json")
+            return
         self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _crafted(self, craft: Callable[[dict[str, Any]], Any], payload: dict[str, Any]) -> Any:
+        """See ``FakeKroger.craft_token_answers`` (called with the fake's lock held)."""
+        fake = self.kroger
+        crafted = craft(copy.deepcopy(payload))
+        issued = payload.get("refresh_token")
+        delivered = isinstance(crafted, dict) and crafted.get("refresh_token") == issued
+        if issued and not delivered:
+            fake.refresh_tokens.pop(issued, None)
+            spent = fake.refresh_tokens.get(self._spent_refresh)
+            if spent is not None:
+                spent.valid = True
+        return crafted
 
     def _redirect(self, location: str) -> None:
         self._send(302, b"", "text/plain", {"Location": location})
@@ -385,6 +415,9 @@ class _Handler(BaseHTTPRequestHandler):
             failure = fake.token_failures.pop(0) if fake.token_failures else None
             reply = fake.token_replies.pop(0) if fake.token_replies else None
             delay = fake.token_delay
+            crafts = fake.token_crafts if failure is None and reply is None else []
+            self._craft = crafts.pop(0) if crafts else None
+            self._spent_refresh = ""
         if delay:
             time.sleep(delay)
         if reply is not None:
@@ -477,6 +510,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         old.valid = False  # rotation: the one just used is dead
+        self._spent_refresh = form.get("refresh_token", "")
         access, refresh = fake._issue(client_id, old.scopes, shopper=True)
         self._json(200, _token_body(access, fake.expires_in, refresh, old.scopes))
 
