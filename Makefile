@@ -1,4 +1,5 @@
-# Two commands matter: `make run` and `make test` (see README). Both set everything up.
+# Two commands matter: `make run` and `make test` (see README). Both set everything up;
+# `make demo` tries the whole flow against a local Kroger stand-in.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
@@ -6,11 +7,12 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: help run test lint format venv bench clean
+.PHONY: help run test demo lint format venv bench clean
 
 help:
 	@echo "make run    set up and serve the portal on http://127.0.0.1:$(PORT)/ (SQLite)"
 	@echo "make test   set up and run every test (SQLite, PostgreSQL and browser tests)"
+	@echo "make demo   the whole flow against a local Kroger stand-in (no Kroger account needed)"
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  measure the service API's token endpoint (gunicorn, PostgreSQL)"
 
@@ -33,6 +35,9 @@ run: venv .env
 
 test: venv
 	@bin/run-tests
+
+demo: venv .env
+	@$(PY) bin/demo
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,9 @@ Cart (``PUT cart/add``) endpoints behind a bearer token. Tests steer it with ``f
 ``reply_token``, ``craft_token_answers``, ``fail_api``, ``token_delay``, ``api_delay``,
 ``api_headers`` and ``expires_in`` and read ``token_calls`` / ``api_calls`` /
 ``api_requests`` / ``cart``. Its only cookie is named so it cannot collide with the portal's.
+
+It is also the stand-in that ``make demo`` (bin/demo) serves to a browser, so it needs nothing
+of pytest: the standard library, requests and ``tls.py`` (trustme) only.
 """
 
 from __future__ import annotations
@@ -112,13 +115,14 @@ class FakeKroger:
 
     # --- Lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> FakeKroger:
+    def start(self, port: int = 0) -> FakeKroger:
+        """Serve on 127.0.0.1:``port`` (any free port by default)."""
         fake = self
 
         class Handler(_Handler):
             kroger = fake
 
-        server = _QuietServer(("127.0.0.1", 0), Handler)
+        server = _QuietServer(("127.0.0.1", port), Handler)
         server.daemon_threads = True
         server.block_on_close = False
         self._server = server
@@ -290,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = self._path()
         if path == "connect/oauth2/authorize":
             self._consent_page(query)
+        elif path == "":
+            self._html(200, _page("Local Kroger stand-in", _WELCOME))
         elif path.split("/")[0] in API_ROOTS:
             self._api(path, query)
         else:
@@ -344,7 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         banner = html.escape(query.get("banner") or "kroger")
         page = f"""<!doctype html>
-<html><head><title>Sign in to {banner}</title></head><body>
+<html><head><title>Kroger stand-in: sign in to {banner}</title></head><body>
+{_NOT_KROGER}
 <h1>Allow access to your {banner} account?</h1>
 <p>The app asks for: {html.escape(" ".join(scopes))}</p>
 <form method="post" action="/v1/connect/oauth2/authorize">{hidden}
@@ -650,6 +657,26 @@ def _token_body(
     if refresh:
         body["refresh_token"] = refresh
     return body
+
+
+# Whoever sees the stand-in's pages in a browser (``make demo``) must not take them for Kroger's.
+_NOT_KROGER = (
+    '<p role="note"><strong>Local Kroger stand-in, not Kroger.</strong> This page comes from '
+    "the fake Kroger of the portal's tests, running on this machine: no Kroger account is "
+    "involved and nothing you do here reaches Kroger.</p>"
+)
+_WELCOME = (
+    f"{_NOT_KROGER}<h1>Local Kroger stand-in</h1><p>It serves https with a certificate from a "
+    "certificate authority made for this run only. If your browser asked, you have now "
+    "accepted it: close this tab and go back to the portal.</p>"
+)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"</head><body>{body}</body></html>"
+    )
 
 
 def _with_query(url: str, params: dict[str, str]) -> str:
