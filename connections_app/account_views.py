@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.urls import resolve
+
+from connections_app.mfa import must_have_mfa
 
 
 def password_reset(request: HttpRequest) -> HttpResponse:
@@ -14,3 +18,9 @@ def password_reset(request: HttpRequest) -> HttpResponse:
     match = resolve(request.path_info.removeprefix("/accounts"), "allauth.urls")
     response: HttpResponse = match.func(request, *match.args, **match.kwargs)
     return response
+
+
+@login_required
+def mfa_setup_required(request: HttpRequest) -> HttpResponse:
+    """Where someone who must have a second factor and has none is sent, and anyone may start."""
+    return render(request, "mfa/setup_required.html", {"required": must_have_mfa(request.user)})

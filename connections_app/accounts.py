@@ -13,14 +13,22 @@ administrator, and the others meet the domain rule like everyone after them.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from allauth.account import app_settings as account_settings
 from allauth.account import forms, stages
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.decorators import reauthentication_required
+from allauth.account.internal.flows.login import get_authentication_records
+from allauth.account.internal.flows.reauthentication import get_reauthentication_flows
 from allauth.account.models import EmailAddress
 from allauth.account.views import SignupView
+from allauth.core import context
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from allauth.usersessions.adapter import DefaultUserSessionsAdapter
+from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -31,6 +39,9 @@ from django.shortcuts import render
 
 from connections_app.access import EDITORS, VIEWERS, role_of
 from connections_app.models import AuditAction, AuditEvent
+
+# Set at an SSO sign-in whose identity provider checked a second factor (``amr`` has ``mfa``).
+IDP_MFA_SESSION_KEY = "portal.mfa_by_identity_provider"
 
 
 def portal_is_empty() -> bool:
@@ -106,14 +117,6 @@ class AccountAdapter(DefaultAccountAdapter):
         enrol(user, user.save)
         return user
 
-    def get_login_stages(self) -> list[str]:
-        return [
-            "connections_app.accounts.EmailVerificationStage"
-            if path == "allauth.account.stages.EmailVerificationStage"
-            else path
-            for path in super().get_login_stages()
-        ]
-
     def pre_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> HttpResponse | None:
         via_sso = bool((kwargs.get("signal_kwargs") or {}).get("sociallogin"))
         if not via_sso and not password_sign_in_allowed(user):
@@ -124,6 +127,45 @@ class AccountAdapter(DefaultAccountAdapter):
                 f"Use “Sign in with {settings.SSO_OIDC_NAME}”.",
             )
         return super().pre_login(request, user, **kwargs)
+
+    def post_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> HttpResponse:
+        sociallogin = (kwargs.get("signal_kwargs") or {}).get("sociallogin")
+        request.session[IDP_MFA_SESSION_KEY] = bool(sociallogin and sso_reports_mfa(sociallogin))
+        response: HttpResponse = super().post_login(request, user, **kwargs)
+        return response
+
+    def is_reauthentication_required(self, *, app: str, **kwargs: Any) -> bool:
+        """allauth asks people to confirm it is them (password, or a second factor) before
+        sensitive changes. Someone who signed in through SSO and has neither has nothing to
+        re-enter: for them a sign-in within the reauthentication timeout is that proof."""
+        if not super().is_reauthentication_required(app=app, **kwargs):
+            return False
+        request = context.request
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated or get_reauthentication_flows(user):
+            return True
+        records = get_authentication_records(request, user)
+        timeout = account_settings.REAUTHENTICATION_TIMEOUT
+        return not (records and time.time() - records[-1]["at"] < timeout)
+
+    def get_login_stages(self) -> list[str]:
+        # The portal's own e-mail verification step (see EmailVerificationStage), and its own
+        # second-factor step, which knows when the identity provider did that already.
+        replaced = {
+            "allauth.account.stages.EmailVerificationStage": (
+                "connections_app.accounts.EmailVerificationStage"
+            ),
+            "allauth.mfa.stages.AuthenticateStage": "connections_app.mfa.AuthenticateStage",
+        }
+        return [replaced.get(stage, stage) for stage in super().get_login_stages()]
+
+
+def reauthenticate_first(view: Any) -> Any:
+    """allauth's "confirm it is you" (password or second factor) before a sensitive change:
+    a client secret, a deletion, a service key."""
+    return reauthentication_required(
+        view, enabled=lambda request: settings.REAUTHENTICATE_SENSITIVE_CHANGES
+    )
 
 
 def was_asked_to_verify(user: Any) -> bool:
@@ -258,3 +300,30 @@ def get_adapter() -> DefaultAccountAdapter:
     from allauth.account.adapter import get_adapter as account_adapter
 
     return account_adapter()
+
+
+class UserSessionsAdapter(DefaultUserSessionsAdapter):
+    def end_sessions(self, sessions: Any) -> None:
+        """Sign out the given sessions ("Sign out the other sessions"), each in the audit log."""
+        for session in sessions:
+            AuditEvent.record(
+                AuditAction.SESSION_ENDED,
+                actor=session.user,
+                subject=session.user.email,
+                detail=f"Signed out the session from {session.ip} ({session.user_agent[:120]})",
+            )
+        super().end_sessions(sessions)
+
+
+def end_all_sessions(user: Any, *, by: Any) -> int:
+    """End every session of ``user`` at once (their account was deactivated); how many."""
+    sessions = list(UserSession.objects.filter(user=user))
+    for session in sessions:
+        session.end()
+    AuditEvent.record(
+        AuditAction.SESSION_ENDED,
+        actor=by,
+        subject=user.email,
+        detail=f"Account deactivated: {len(sessions)} session(s) ended",
+    )
+    return len(sessions)

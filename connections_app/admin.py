@@ -12,6 +12,8 @@ from allauth.account.decorators import secure_admin_login
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminSplitDateTime
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -21,6 +23,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.text import capfirst
 
 from connections_app import webhooks
+from connections_app.accounts import end_all_sessions
 from connections_app.fields import secret_state
 from connections_app.forms import ConnectionRulesForm, banner_field, changed_labels
 from connections_app.models import (
@@ -529,3 +532,17 @@ class WebhookAttemptAdmin(ReadOnlyAdmin):
     list_filter = ["event"]
     list_select_related = ["endpoint"]
     date_hierarchy = "at"
+
+
+class PortalUserAdmin(UserAdmin):
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        deactivated = change and "is_active" in form.changed_data and not obj.is_active
+        super().save_model(request, obj, form, change)
+        if deactivated:
+            # A deactivated person is signed out everywhere at once, not at their next request.
+            ended = end_all_sessions(obj, by=request.user)
+            self.message_user(request, f"{obj.email or obj} was signed out of {ended} session(s).")
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), PortalUserAdmin)

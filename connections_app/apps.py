@@ -14,3 +14,6 @@ class ConnectionsAppConfig(AppConfig):
         from connections_app.key_ring_check import check_key_ring
 
         checks.register(check_key_ring)
+
+        # Signal receivers: MFA secrets bound to their rows, sign-in events in the audit log.
+        from connections_app import audit, mfa  # noqa: F401

@@ -628,6 +628,13 @@ class AuditAction(models.TextChoices):
     SERVICE_KEY_DELETED = "service_key_deleted", "Service key deleted"
     KEYS_ROTATED = "keys_rotated", "Encryption keys rotated"
     ROLE_CHANGED = "role_changed", "Role changed"
+    SIGNED_IN = "signed_in", "Signed in"
+    SIGN_IN_FAILED = "sign_in_failed", "Sign-in failed"
+    SIGNED_OUT = "signed_out", "Signed out"
+    MFA_ADDED = "mfa_added", "Second factor added"
+    MFA_REMOVED = "mfa_removed", "Second factor removed"
+    SESSION_ENDED = "session_ended", "Session ended"
+    AUDIT_PRUNED = "audit_pruned", "Audit log pruned"
 
 
 class AuditEvent(models.Model):

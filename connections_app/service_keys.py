@@ -21,6 +21,7 @@ from django.views.decorators.http import require_safe
 
 from connections_app import budgets
 from connections_app.access import require_administrator
+from connections_app.accounts import reauthenticate_first
 from connections_app.models import Connection, ServiceKey
 from connections_app.validators import name_validator
 from connections_app.views import require_form_methods
@@ -116,6 +117,7 @@ def service_key_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_form_methods
+@reauthenticate_first
 @never_cache
 @sensitive_variables()  # the new key is in this frame and every one below it (the page's)
 def service_key_create(request: HttpRequest) -> HttpResponse:
@@ -130,6 +132,7 @@ def service_key_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_form_methods
+@reauthenticate_first
 def service_key_revoke(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     require_administrator(request.user)
     key = _get_key(code)

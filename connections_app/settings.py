@@ -227,6 +227,8 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.socialaccount",
     "allauth.socialaccount.providers.openid_connect",
+    "allauth.mfa",
+    "allauth.usersessions",
     "csp",
     "connections_app",
 ]
@@ -244,6 +246,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "connections_app.middleware.UnreadableSecretMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "connections_app.mfa.MFARequiredMiddleware",
 ]
 
 ROOT_URLCONF = "connections_app.urls"
@@ -334,6 +338,21 @@ SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
 SOCIALACCOUNT_REQUESTS_TIMEOUT = 10
+# Second factors (allauth.mfa): an authenticator app, passkeys or security keys, and recovery
+# codes. Their secrets are encrypted with ENCRYPTION_KEYS (connections_app/mfa.py).
+MFA_ADAPTER = "connections_app.mfa.MFAAdapter"
+MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+MFA_TOTP_ISSUER = "Kroger connections"
+MFA_TOTP_TOLERANCE = 1  # one 30-second step either way, for phones whose clock drifts
+# Who must have a second factor: none, editors (editors and administrators) or all.
+MFA_REQUIRED = env_str("MFA_REQUIRED", "none" if DEBUG else "editors")
+if MFA_REQUIRED not in {"none", "editors", "all"}:
+    raise ConfigError(f"MFA_REQUIRED={MFA_REQUIRED!r} must be none, editors or all")
+# Ask people to confirm it is them before changing a client secret, deleting, or creating or
+# revoking a service key (allauth's reauthentication; off only in the tests of other things).
+REAUTHENTICATE_SENSITIVE_CHANGES = True
+USERSESSIONS_TRACK_ACTIVITY = True
+USERSESSIONS_ADAPTER = "connections_app.accounts.UserSessionsAdapter"
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = True
 ACCOUNT_SESSION_REMEMBER = None
 LOGIN_REDIRECT_URL = "/"

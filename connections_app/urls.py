@@ -7,6 +7,7 @@ from connections_app import (
     account_views,
     accounts,
     api,
+    audit_log,
     metrics,
     service_keys,
     views,
@@ -69,6 +70,9 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     re_path(r"^accounts/password/reset/", account_views.password_reset),
     path("accounts/signup/", accounts.signup, name="account_signup"),
+    path("accounts/2fa/required/", account_views.mfa_setup_required, name="mfa_setup_required"),
+    path("audit/", audit_log.audit_log, name="audit_log"),
+    path("audit/export.csv", audit_log.audit_log_csv, name="audit_log_csv"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -34,6 +34,7 @@ from connections_app.access import (
     require_viewer,
     role_of,
 )
+from connections_app.accounts import reauthenticate_first
 from connections_app.forms import ConnectionForm, OAuthClientForm, changed_labels
 from connections_app.key_ring_check import unreadable_secrets
 from connections_app.lifecycle import Actor
@@ -182,6 +183,7 @@ def client_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_form_methods
+@reauthenticate_first
 def client_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     client = get_client_for_user(request.user, code, edit=True)
     form = OAuthClientForm(request.POST if request.method == "POST" else None, instance=client)
@@ -198,6 +200,7 @@ def client_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_form_methods
+@reauthenticate_first
 def client_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     client = get_client_for_user(request.user, code, edit=True)
     users = list(client.connections.order_by("name").values_list("name", flat=True))
@@ -435,6 +438,7 @@ def connection_detail(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_form_methods
+@reauthenticate_first
 def connection_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     if request.method == "POST":

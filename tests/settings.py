@@ -24,3 +24,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+# Only the tests about second factors require them (tests/test_mfa_required.py).
+MFA_REQUIRED = "none"
+# Most tests sign people in with force_login; tests/test_reauthentication.py turns this on.
+REAUTHENTICATE_SENSITIVE_CHANGES = False

@@ -79,6 +79,7 @@ def test_a_good_production_configuration_starts() -> None:
             "SSO_OIDC_ISSUER",
         ),
         ({"PASSWORD_SIGN_IN": "false"}, "PASSWORD_SIGN_IN"),
+        ({"MFA_REQUIRED": "admins"}, "MFA_REQUIRED"),
     ],
 )
 def test_it_refuses_to_start_with_one_line_naming_the_variable(

@@ -169,3 +169,40 @@ def test_break_glass_lets_superusers_alone_sign_in_with_a_password(
     assert password_sign_in(client, admin_user.email).status_code == 302
     assert signed_in_as(client) == admin_user
     assert client.get("/accounts/password/reset/").status_code == 404
+
+
+def test_a_second_factor_at_the_identity_provider_counts_for_mfa_required(
+    client: Any, sso: FakeIdentityProvider, owner: Any, settings: Any
+) -> None:
+    settings.MFA_REQUIRED = "editors"
+    sso.set_person("owner", email=owner.email, amr=["pwd", "mfa"])
+    sign_in_through(client, sso, "owner")
+    assert client.get("/clients/").status_code == 200
+
+
+def test_without_one_the_editor_must_set_up_the_portals_own(
+    client: Any, sso: FakeIdentityProvider, owner: Any, settings: Any
+) -> None:
+    settings.MFA_REQUIRED = "editors"
+    sso.set_person("owner", email=owner.email, amr=["pwd"])
+    sign_in_through(client, sso, "owner")
+    assert client.get("/clients/")["Location"] == "/accounts/2fa/required/"
+    # Nothing to re-enter (no password, no factor yet): the fresh SSO sign-in is the proof.
+    assert client.get("/accounts/2fa/totp/activate/").status_code == 200
+
+
+def test_the_portals_own_factor_is_asked_for_unless_the_identity_provider_checked_one(
+    client: Any, sso: FakeIdentityProvider, owner: Any
+) -> None:
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    TOTP.activate(owner, generate_totp_secret())
+    sso.set_person("owner", email=owner.email, amr=["pwd"])
+    asked = sign_in_through(client, sso, "owner")
+    assert asked.redirect_chain[-1][0] == "/accounts/2fa/authenticate/"
+    assert not client.get("/").wsgi_request.user.is_authenticated
+
+    client.logout()
+    sso.set_person("owner", email=owner.email, amr=["pwd", "otp", "mfa"])
+    sign_in_through(client, sso, "owner")
+    assert signed_in_as(client) == owner

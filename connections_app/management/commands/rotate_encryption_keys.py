@@ -7,6 +7,7 @@ from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from connections_app import mfa
 from connections_app.crypto import DecryptionError, get_key_ring, key_id_of
 from connections_app.fields import EncryptedTextField
 from connections_app.models import AuditAction, AuditEvent
@@ -26,7 +27,7 @@ def count_by_key() -> Counter[str]:
     for model, fields in encrypted_models():
         for row in model.objects.values_list(*[f.attname for f in fields]):
             counts.update(key_id_of(value) for value in row if value)
-    return counts
+    return counts + mfa.count_keys()
 
 
 class Command(BaseCommand):
@@ -57,6 +58,8 @@ class Command(BaseCommand):
                         changed += 1
                         if not dry_run:
                             obj.save(update_fields=[f.attname for f in stale])
+                # Second factors' secrets live in allauth's table (see connections_app/mfa.py).
+                changed += mfa.rotate_secrets()
                 if dry_run:
                     transaction.set_rollback(True)
         except DecryptionError as exc:
