@@ -246,7 +246,6 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "connections_app.middleware.UnreadableSecretMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
     "connections_app.mfa.MFARequiredMiddleware",
 ]
 
@@ -351,7 +350,9 @@ if MFA_REQUIRED not in {"none", "editors", "all"}:
 # Ask people to confirm it is them before changing a client secret, deleting, or creating or
 # revoking a service key (allauth's reauthentication; off only in the tests of other things).
 REAUTHENTICATE_SENSITIVE_CHANGES = True
-USERSESSIONS_TRACK_ACTIVITY = True
+# Each sign-in is recorded (when, address, browser); "last seen" is not, which would cost a
+# database write on every page.
+USERSESSIONS_TRACK_ACTIVITY = False
 USERSESSIONS_ADAPTER = "connections_app.accounts.UserSessionsAdapter"
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = True
 ACCOUNT_SESSION_REMEMBER = None
