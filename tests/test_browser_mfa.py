@@ -79,6 +79,7 @@ def test_an_editor_adds_a_passkey_and_signs_in_with_it(page: Any, owner: Any) ->
     page.get_by_role("link", name="Passkey or security key").click()
     confirm_it_is_me(page)
     page.get_by_label("Name").fill("Laptop passkey")
+    page.wait_for_load_state("load")  # the Add button works once allauth's script has run
     page.get_by_role("button", name="Add").click()
     page.wait_for_url(lambda url: "/webauthn/add/" not in url)
     assert Authenticator.objects.filter(user=owner, type=Authenticator.Type.WEBAUTHN).exists()
@@ -88,6 +89,7 @@ def test_an_editor_adds_a_passkey_and_signs_in_with_it(page: Any, owner: Any) ->
     page.get_by_role("button", name="Sign out").click()
     sign_in_with_password(page, owner)
     page.wait_for_url("**/accounts/2fa/authenticate/")
+    page.wait_for_load_state("load")
     page.get_by_role("button", name="Use a security key").click()
     page.wait_for_url(lambda url: "/accounts/" not in url)
     assert page.get_by_text(owner.email).is_visible()
