@@ -518,3 +518,17 @@ def test_an_offline_connection_backing_off_answers_409_kroger_unavailable(
     assert error["code"] == "kroger_unavailable"
     assert error["message"].startswith("Kroger unreachable: Kroger had a server error")
     assert ACCESS not in response.content.decode()
+
+
+def test_a_token_that_expired_before_its_last_refresh_is_renewed_not_a_crash(
+    client: Client, connection: Connection, fake_kroger: Any
+) -> None:
+    authorize(connection, fake_kroger)
+    now = timezone.now()
+    Connection.objects.filter(pk=connection.pk).update(
+        last_refreshed_at=now, token_expires_at=now - timedelta(seconds=1)
+    )
+    _, raw = ServiceKey.create_key(name="Late", connections=[connection], may_fetch_tokens=True)
+    response = api(client, token_url(connection), raw)
+    assert response.status_code == 200
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
