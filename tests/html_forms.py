@@ -12,6 +12,7 @@ class _FormReader(HTMLParser):
         self.option: dict[str, str | None] | None = None
         self.options: dict[str, list[dict[str, str | None]]] = {}
         self.inputs: list[dict[str, str | None]] = []
+        self.buttons: list[dict[str, str | None]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
@@ -22,6 +23,8 @@ class _FormReader(HTMLParser):
             self.options.setdefault(self.select, []).append(self.option)
         elif tag == "input":
             self.inputs.append(attributes)
+        elif tag == "button":
+            self.buttons.append(attributes)
 
     def handle_data(self, data: str) -> None:
         if self.option is not None:
