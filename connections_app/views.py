@@ -472,7 +472,7 @@ def connection_refresh(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
         messages.error(request, f"The token was not refreshed: {exc.reason}")
     else:
         until = timezone.localtime(token.expires_at)
-        message = f"Token refreshed: the access token is valid until {until:%H:%M}."
+        message = f"Token refreshed: the access token is valid until {until:%Y-%m-%d %H:%M:%S %Z}."
         messages.success(request, message)
     return redirect("connection_detail", code=connection.code)
 
