@@ -263,6 +263,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "connections_app.context_processors.sign_in",
+                "connections_app.site_address.site_address",
             ],
         },
     },

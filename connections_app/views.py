@@ -25,7 +25,7 @@ from django.views.decorators.http import (
     require_safe,
 )
 
-from connections_app import budgets, consent, lifecycle, webhooks
+from connections_app import budgets, consent, lifecycle, site_address, webhooks
 from connections_app.access import (
     can_edit,
     get_client_for_user,
@@ -42,6 +42,7 @@ from connections_app.models import (
     TOKENS_DISCARDED,
     Connection,
     ConnectionStatus,
+    GrantType,
     OAuthClient,
     TokenUnavailable,
     WebhookEvent,
@@ -233,6 +234,11 @@ def client_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 def start_authorization(request: HttpRequest, connection: Connection) -> HttpResponse:
     """Send the user to Kroger's consent page for ``connection`` (already saved), or, for
     client credentials, fetch its token right away."""
+    if connection.grant_type == GrantType.AUTHORIZATION_CODE and site_address.elsewhere_url(
+        request
+    ):
+        messages.error(request, site_address.mismatch_message(request))
+        return redirect("connection_detail", code=connection.code)
     try:
         consent_url = consent.begin(connection, request.user)
     except consent.AuthorizationFailed as failed:

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.test import Client
 
 from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
 from connections_app.models import Connection, Environment, GrantType, OAuthClient, Scope
@@ -135,6 +137,19 @@ def outsider(django_user_model: Any) -> Any:
     return _make_user(django_user_model, "outsider@example.com")
 
 
+def client_host() -> str:
+    """The host Django's test client uses: SITE_URL's (tests/settings.py), as a browser at the
+    portal's own address does, since the portal starts no authorization from another one."""
+    from django.conf import settings
+
+    return urlsplit(settings.SITE_URL).netloc
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client(HTTP_HOST=client_host())
+
+
 def client_for(client: Any, user: Any) -> Any:
     client.force_login(user)
     return client
@@ -204,8 +219,13 @@ def fake_kroger(settings: Any) -> Iterator[FakeKroger]:
 def identity_provider(live_server: Any) -> Iterator[FakeIdentityProvider]:
     """A real OpenID Connect provider (django-oauth-toolkit) in its own process, over https."""
     callback = "/accounts/oidc/sso/login/callback/"
-    # The browser reaches the live server; Django's test client is "testserver".
-    idp = FakeIdentityProvider(live_server.url + callback, "http://testserver" + callback)
+    # The browser reaches the live server; Django's test client is at client_host(), or
+    # "testserver" when made by hand.
+    idp = FakeIdentityProvider(
+        live_server.url + callback,
+        f"http://{client_host()}{callback}",
+        "http://testserver" + callback,
+    )
     idp.start()
     yield idp
     idp.stop()
