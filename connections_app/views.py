@@ -66,7 +66,12 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "connections/connection_list.html",
-        {"page": page, "can_edit": can_edit(request.user)},
+        {
+            "page": page,
+            "can_edit": can_edit(request.user),
+            "redirect_uri": settings.OAUTH_REDIRECT_URI,
+            "has_clients": not page.object_list and OAuthClient.objects.exists(),
+        },
     )
 
 
@@ -83,6 +88,7 @@ def client_list(request: HttpRequest) -> HttpResponse:
             "page": page,
             "can_edit": can_edit(request.user),
             "warned": budgets.clients_with_warnings(),
+            "redirect_uri": settings.OAUTH_REDIRECT_URI,
         },
     )
 
@@ -137,6 +143,7 @@ def _client_form_context(
         "form_action": f"{request.path}{query}",
         "cancel_url": f"{stash['return_to']}?restore=1" if stash else reverse("client_list"),
         "redirect_uri": settings.OAUTH_REDIRECT_URI,
+        "has_clients": OAuthClient.objects.exists(),
     }
 
 

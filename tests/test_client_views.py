@@ -114,7 +114,7 @@ def test_the_form_shows_the_redirect_uri_and_how_to_get_a_client(client: Any, ow
     assert 'type="password" name="client_secret"' in page
     assert settings.OAUTH_REDIRECT_URI in page
     assert "https://portal.test/oauth/callback/" in page
-    assert ">Copy</button>" in page
+    assert '>Copy<span class="visually-hidden"> the redirect URI</span></button>' in page
     assert "Manage &gt; Apps &gt; Register" in page
     assert "Kroger support issues" in page
     assert "Production (https://api.kroger.com/v1/)" in page
