@@ -48,7 +48,7 @@ def test_without_allowed_domains_the_portal_is_invite_only(
 ) -> None:
     settings.ALLOWED_SIGNUP_DOMAINS = []
     response = sign_up(client, "bob@team.example")
-    assert "Sign Up Closed" in response.content.decode()
+    assert "<h1>Sign-up is closed</h1>" in response.content.decode()
     assert not get_user_model().objects.filter(email="bob@team.example").exists()
 
 
@@ -111,3 +111,26 @@ def test_a_domain_sign_up_that_never_confirmed_still_cannot_sign_in(
     response = sign_in(client, "carol@team.example", "a-Long-enough-pass-42")
     assert "/accounts/confirm-email/" in response["Location"]
     assert client.get("/").status_code == 302
+
+
+def test_the_first_sign_up_page_says_that_account_will_administer_the_portal(
+    client: Any, settings: Any
+) -> None:
+    page = " ".join(client.get("/accounts/signup/").content.decode().split())
+    assert "<strong>this first account administers the portal</strong>" in page
+    assert 'name="email"' in page  # allauth's own form follows
+
+
+def test_later_sign_up_pages_say_nothing_about_administering(
+    client: Any, settings: Any, admin_user: Any
+) -> None:
+    settings.ALLOWED_SIGNUP_DOMAINS = ["team.example"]
+    page = client.get("/accounts/signup/").content.decode()
+    assert "first account administers" not in page
+    assert 'name="email"' in page
+
+
+def test_closed_sign_up_says_to_ask_an_administrator(client: Any, admin_user: Any) -> None:
+    page = client.get("/accounts/signup/").content.decode()
+    assert "<h1>Sign-up is closed</h1>" in page
+    assert "ask an administrator to add you" in page

@@ -150,7 +150,7 @@ def test_with_password_sign_in_off_only_sso_signs_people_in(
     assert password_sign_in(client, admin_user.email).status_code == 403
     assert client.get("/accounts/password/reset/").status_code == 404
     assert client.get("/accounts/signup/").status_code == 200
-    assert "Sign Up Closed" in client.get("/accounts/signup/").content.decode()
+    assert "Sign-up is closed" in client.get("/accounts/signup/").content.decode()
 
     sso.set_person("owner", email=owner.email)
     sign_in_through(client, sso, "owner")
