@@ -89,9 +89,14 @@ def test_a_client_added_through_plus_and_scopes_picked_with_the_buttons(
     dialog.get_by_label("Client secret").fill(CLIENT_SECRET)
     dialog.get_by_role("button", name="Save", exact=True).click()
     # The client ID was left out: the dialog says so next to the field and keeps the rest.
-    expect(dialog.get_by_text("This field is required.")).to_be_visible()
+    expect(dialog.get_by_text("This field is required.").last).to_be_visible()
     assert dialog.get_by_label("Name").input_value() == "Pantry app"
-    expect(dialog.get_by_label("Client ID")).to_be_focused()
+    # Focus is on the summary of what to fix, whose link leads to the field.
+    summary = dialog.get_by_role("alert")
+    expect(summary).to_be_focused()
+    expect(
+        summary.get_by_role("link", name="Client ID: This field is required.")
+    ).to_have_attribute("href", "#client_client_id")
     assert_accessible(panel)  # the dialog, with its errors
     dialog.get_by_label("Client ID").fill("pantry-app-42")
     dialog.get_by_label("Client secret").fill(CLIENT_SECRET)

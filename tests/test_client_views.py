@@ -140,7 +140,9 @@ def test_a_client_needs_every_field(client: Any, owner: Any) -> None:
     client.force_login(owner)
     response = client.post("/clients/new/", {})
     assert response.status_code == 400
-    assert response.content.decode().count("This field is required.") == 5
+    assert (
+        response.content.decode().count("<li>This field is required.</li>") == 5
+    )  # beside each field
     assert not OAuthClient.objects.exists()
 
 

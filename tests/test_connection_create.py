@@ -127,7 +127,7 @@ def test_every_field_is_required(client: Any, owner: Any) -> None:
     response = client.post("/connections/new/", {"action": "save"})
     assert response.status_code == 400
     page = response.content.decode()
-    assert page.count("This field is required.") == 3  # name, environment, client
+    assert page.count("<li>This field is required.</li>") == 3  # name, environment, client
     assert "Choose at least one scope." in page
     assert not Connection.objects.exists()
 

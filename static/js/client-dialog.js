@@ -34,6 +34,7 @@
     body.innerHTML = html;
     body.dispatchEvent(new CustomEvent("portal:content", { bubbles: true }));
     const first =
+      body.querySelector("[data-error-summary]") ||
       body.querySelector(".has-error input, .has-error select") ||
       body.querySelector("input:not([type=hidden]), select");
     if (first) first.focus();
