@@ -7,6 +7,7 @@ from connections_app import (
     account_views,
     accounts,
     api,
+    api_docs,
     audit_log,
     metrics,
     service_keys,
@@ -49,6 +50,7 @@ urlpatterns = [
         name="api_connection_proxy",
     ),
     path("api/v1/openapi.json", api.openapi, name="api_openapi"),
+    path("service-api/", api_docs.api_docs, name="api_docs"),
     path("service-keys/", service_keys.service_key_list, name="service_key_list"),
     path("service-keys/new/", service_keys.service_key_create, name="service_key_create"),
     path(

@@ -21,7 +21,7 @@ FORM_PAGES = [
     "/service-keys/new/",
     "/service-keys/{key}/revoke/",
 ]
-READ_PAGES = ["/", "/clients/", "/connections/{connection}/", "/service-keys/"]
+READ_PAGES = ["/", "/clients/", "/connections/{connection}/", "/service-keys/", "/service-api/"]
 ACTIONS = [
     "/connections/{connection}/authorize/",
     "/connections/{connection}/test/",
