@@ -93,7 +93,7 @@ class OAuthClientForm(forms.ModelForm):
             else:
                 secret.required = False
                 secret.help_text = (
-                    f"Leave blank to keep the stored secret ({self.instance.secret_display})."
+                    f"Leave blank to keep the stored secret: {self.instance.secret_display}."
                 )
 
     def save(self, commit: bool = True) -> OAuthClient:

@@ -353,7 +353,8 @@ def _connection_panel(request: HttpRequest, connection: Connection | None) -> Ht
             return _stash_panel(request, action)
         form = ConnectionForm(request.POST, instance=connection)
         if form.is_valid():
-            saved = _save_connection(request, form, connection)
+            # After Save & authorize, the authorization's outcome is the one message shown.
+            saved = _save_connection(request, form, connection, announce=action != "authorize")
             if action == "authorize":
                 return start_authorization(request, saved)
             return redirect("connection_detail", code=saved.code)
@@ -372,7 +373,7 @@ def _connection_panel(request: HttpRequest, connection: Connection | None) -> Ht
 
 
 def _save_connection(
-    request: HttpRequest, form: ConnectionForm, before: Connection | None
+    request: HttpRequest, form: ConnectionForm, before: Connection | None, *, announce: bool = True
 ) -> Connection:
     changed = changed_labels(form)
     had_tokens = before is not None and before.is_authorized
@@ -382,7 +383,8 @@ def _save_connection(
         connection.save()
         form.save_m2m()
         connection.record_created(request.user)
-        messages.success(request, f"Connection “{connection.name}” created.")
+        if announce:
+            messages.success(request, f"Connection “{connection.name}” created.")
         return connection
     # Only the edited columns: a full save would restore tokens a refresh rotated meanwhile.
     connection = form.save(commit=False)
@@ -398,7 +400,8 @@ def _save_connection(
             "keeps the scopes it was granted.",
         )
     connection.record_changed(request.user, changed, tokens_discarded=discarded)
-    messages.success(request, f"Connection “{connection.name}” saved.")
+    if announce:
+        messages.success(request, f"Connection “{connection.name}” saved.")
     return connection
 
 
