@@ -18,8 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connections, transaction
-from django.db.models import Q, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -65,7 +64,8 @@ WORKER = Actor(label="worker")
 
 class Want(Enum):
     USABLE = "usable"  # a usable token: renewed only when needed, never while backing off
-    RENEWAL = "renewal"  # a new token now
+    RENEWAL = "renewal"  # a new token now (a person asked)
+    DUE = "due"  # what the keep-alive policy says is due (the worker)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,38 @@ def get_access_token(connection: Connection, *, actor: Actor = SYSTEM) -> Access
 
 
 def _obtain(connection: Connection, actor: Actor) -> tuple[Connection, AccessToken]:
-    """The token and the connection as the token was had (the stored state after a renewal)."""
+    """The token and the connection as the token was had (the stored state after a renewal);
+    the hand-out keeps the connection warm."""
+    connection, token = _token_for(connection, actor)
+    note_hand_out(connection)
+    return connection, token
+
+
+def note_hand_out(connection: Connection, now: datetime | None = None) -> None:
+    """Record that a token was handed out, so that the worker keeps the connection warm.
+
+    Written only when it moves the renewal due time (about once per token lifetime for a
+    connection in steady use), so that handing out a token stays a read. On PostgreSQL a
+    row locked by a renewal in flight is skipped rather than waited for: that renewal
+    stores a due time of its own, and the next hand-out corrects it if need be.
+    """
+    now = now or timezone.now()
+    before = connection.handed_out_at
+    connection.handed_out_at = now
+    due = connection.renewal_due()
+    if due == connection.renewal_due_at:
+        connection.handed_out_at = before
+        return
+    connection.renewal_due_at = due
+    # One statement; savepoint=False: inside a request's transaction it adds no savepoint.
+    with transaction.atomic(savepoint=False):
+        free = Connection.objects.filter(pk=connection.pk).select_for_update(skip_locked=True)
+        Connection.objects.filter(pk__in=free.values("pk")).update(
+            handed_out_at=now, renewal_due_at=due
+        )
+
+
+def _token_for(connection: Connection, actor: Actor) -> tuple[Connection, AccessToken]:
     if connection.status == ConnectionStatus.NOT_AUTHORIZED or not connection.is_authorized:
         raise _not_authorized()
     if connection.needs_reauthorization:
@@ -163,69 +194,48 @@ def _renew_waiting(connection: Connection, request: Request) -> tuple[Connection
 # --- The worker's selection ------------------------------------------------------------------
 
 
-def due_for_refresh(
-    *,
-    now: datetime | None = None,
-    window: timedelta = timedelta(minutes=5),
-    max_age: timedelta = timedelta(hours=24),
-) -> QuerySet[Connection]:
-    """Connections the worker should refresh now: the token expires within ``window``, or
-    an authorization-code grant was last renewed over ``max_age`` ago (so that idle ones
-    never reach Kroger's six-month limit on refresh tokens). Skips those waiting for a
-    person (not authorized, needs reauthorization) and those backing off after a failure.
-    """
+def due_for_refresh(*, now: datetime | None = None) -> QuerySet[Connection]:
+    """Connections whose renewal is due by the keep-alive policy (``renewal_due_at``, kept
+    by Connection.renewal_due() with every token change and hand-out), earliest first."""
     now = now or timezone.now()
-    expiring = Q(token_expires_at__isnull=True) | Q(token_expires_at__lte=now + window)
-    stale_grant = Q(client__grant_type=GrantType.AUTHORIZATION_CODE, renewed_at__lt=now - max_age)
-    return (
-        Connection.objects.alias(
-            renewed_at=Coalesce("last_refreshed_at", "authorized_at", "created_at")
+    return Connection.objects.filter(renewal_due_at__lte=now).order_by("renewal_due_at")
+
+
+# How long a claimed connection is kept from other workers; a worker that dies leaves its
+# claims to be taken again after this.
+CLAIM_LEASE = timedelta(minutes=2)
+
+
+def claim_due(*, limit: int, now: datetime | None = None) -> list[int]:
+    """Claim up to ``limit`` due connections for this worker, earliest first: one indexed
+    range scan, locked with FOR UPDATE SKIP LOCKED (rows other workers are claiming are
+    passed over) and leased by moving their due time CLAIM_LEASE ahead. The renewal of each
+    stores its real next due time."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(
+            due_for_refresh(now=now)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
         )
-        .exclude(status=ConnectionStatus.NOT_AUTHORIZED)
-        .exclude(access_token="", refresh_token="")
-        .exclude(status=ConnectionStatus.OFFLINE, status_reason=NEEDS_REAUTHORIZATION)
-        .filter(Q(next_refresh_at__isnull=True) | Q(next_refresh_at__lte=now))
-        .filter(expiring | stale_grant)
-    )
+        if ids:
+            Connection.objects.filter(pk__in=ids).update(renewal_due_at=now + CLAIM_LEASE)
+    return ids
 
 
-def expired_while_backing_off(*, now: datetime | None = None) -> QuerySet[Connection]:
-    """Online connections whose token has expired while a failed refresh backs off: no
-    caller may have asked for a token since, so the worker looks for them (see
-    ``offline_if_expired``)."""
-    now = now or timezone.now()
-    return Connection.objects.filter(
-        status=ConnectionStatus.ONLINE,
-        token_expires_at__lte=now,
-        next_refresh_at__gt=now,
-    ).exclude(access_token="")
+def renew_claimed(pk: int, *, actor: Actor = WORKER) -> tuple[Connection, Outcome] | None:
+    """The worker's renewal of one claimed connection, under its row lock (SKIP LOCKED: a
+    caller renewing it meanwhile stores the new due time itself). Whether it is due is
+    decided again under the lock, from the stored state. None when it was skipped or not
+    due after all."""
+    claim = Connection.objects.filter(pk=pk).select_for_update(skip_locked=True, of=("self",))
+    claimed = _claim_and_renew(claim, Request(Want.DUE, actor))
+    if claimed is None or claimed[1].summary == NOT_DUE:
+        return None
+    return claimed
 
 
-def refresh_if_due(
-    pk: int, *, window: timedelta = timedelta(minutes=5), actor: Actor = WORKER
-) -> tuple[Connection, Outcome] | None:
-    """The worker's refresh of one connection: claimed with SKIP LOCKED (PostgreSQL), so
-    that when several workers run, whoever holds the row does the work and the others move
-    on; re-checked for being due under the lock, so a connection just refreshed by another
-    worker is left alone. None when the connection was skipped.
-    """
-    claim = (
-        due_for_refresh(window=window)
-        .filter(pk=pk)
-        .select_for_update(skip_locked=True, of=("self",))
-    )
-    return _claim_and_renew(claim, Request(Want.RENEWAL, actor))
-
-
-def offline_if_expired(pk: int, *, actor: Actor = WORKER) -> tuple[Connection, Outcome] | None:
-    """The worker's cheap pass: ask for the token of a connection that expired while
-    backing off, exactly as a caller of ``get_access_token`` would. Backing off, that
-    makes no call to Kroger; it only marks the connection Offline and tells people once.
-    The backoff is kept: the refresh still waits for ``next_refresh_at``."""
-    claim = (
-        expired_while_backing_off().filter(pk=pk).select_for_update(skip_locked=True, of=("self",))
-    )
-    return _claim_and_renew(claim, Request(Want.USABLE, actor))
+NOT_DUE = "not due"
 
 
 # --- The locked step -------------------------------------------------------------------------
@@ -257,6 +267,10 @@ def _claim_and_renew(
         if connection is None:
             return None
         outcome = _renew_locked(connection, request)
+        due = connection.renewal_due()
+        if connection.renewal_due_at != due:  # e.g. the lease of a worker's claim
+            Connection.objects.filter(pk=connection.pk).update(renewal_due_at=due)
+            connection.renewal_due_at = due
         webhooks.announce(connection, outcome)  # in the change's transaction: the outbox
     notifications.announce(connection, outcome)
     return connection, outcome
@@ -276,10 +290,17 @@ def _renew_readable(connection: Connection, request: Request, now: datetime) -> 
     if connection.needs_reauthorization:
         return Outcome("needs reauthorization", error=_needs_reauthorization())
     usable = connection.usable_token(now)
+    backing_off = connection.next_refresh_at is not None and connection.next_refresh_at > now
     if request.want is Want.USABLE:
         if usable is not None and connection.token_valid_for(now) > connection.refresh_margin():
             return Outcome("refreshed by another caller", token=usable)
-        if connection.next_refresh_at is not None and connection.next_refresh_at > now:
+        if backing_off:
+            return _backing_off(connection, now)
+    elif request.want is Want.DUE:
+        due = connection.renewal_due()
+        if due is None or due > now:
+            return Outcome(NOT_DUE, token=usable)
+        if backing_off:  # due because a warm token lapsed while backing off
             return _backing_off(connection, now)
     elif (
         request.asked_at is not None
@@ -290,7 +311,9 @@ def _renew_readable(connection: Connection, request: Request, now: datetime) -> 
     try:
         response = _request_token(connection)
     except kroger.KrogerError as exc:
-        return _refresh_failed(connection, exc, now=now, actor=request.actor)
+        return _refresh_failed(
+            connection, exc, now=now, actor=request.actor, background=request.want is Want.DUE
+        )
     return _refresh_succeeded(connection, response, now=now, actor=request.actor)
 
 
@@ -507,14 +530,22 @@ def _save_failed(
 
 
 def _refresh_failed(
-    connection: Connection, exc: kroger.KrogerError, *, now: datetime, actor: Actor
+    connection: Connection,
+    exc: kroger.KrogerError,
+    *,
+    now: datetime,
+    actor: Actor,
+    background: bool = False,
 ) -> Outcome:
     """The failure policy. Stored tokens are kept: a failure never wipes them.
 
     A dead grant needs a person, so the worker stops trying and people are told. Anything
     else is retried with a growing backoff; while the stored token is still usable the
     connection stays Online, and once nothing usable is left it is Offline and people are
-    told once.
+    told once. Except when Kroger was only unreachable for the ``background`` (worker)
+    renewal of an idle connection: nobody is waiting for its token and its grant is
+    presumably alive, so it stays as it was while the worker retries (the first caller is
+    told if it still fails).
     """
     failures = connection.refresh_failures + 1
     status_before = connection.status
@@ -534,7 +565,8 @@ def _refresh_failed(
         retry_at = now + refresh_backoff(failures)
         prefix = KROGER_UNREACHABLE if exc.transient else "Kroger refused the refresh"
         fields: dict[str, Any] = {"refresh_failures": failures, "next_refresh_at": retry_at}
-        if connection.usable_token(now) is None:
+        idle_renewal = exc.transient and background and not connection.is_warm(now)
+        if connection.usable_token(now) is None and not idle_renewal:
             # Nothing usable left (expired, or Offline: refused by Kroger): say so, and
             # tell people once.
             fields["status"] = ConnectionStatus.OFFLINE

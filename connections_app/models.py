@@ -329,6 +329,17 @@ class Connection(models.Model):
     failure_notified = models.BooleanField(
         default=False, help_text="People were told of a failure and will be told of recovery."
     )
+    handed_out_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a token was last handed out (token API, proxy, a page action); "
+        "written when it changes when the next renewal is due.",
+    )
+    renewal_due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the worker next renews this connection; empty when it never does.",
+    )
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -338,10 +349,36 @@ class Connection(models.Model):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["status", "token_expires_at"])]
+        indexes = [models.Index(fields=["renewal_due_at"], name="connection_renewal_due")]
 
     def __str__(self) -> str:
         return self.name
+
+    # Writes that change what renewal_due() reads keep renewal_due_at true with them.
+    RENEWAL_INPUTS = frozenset(
+        {
+            "status",
+            "status_reason",
+            "access_token",
+            "token_expires_at",
+            "handed_out_at",
+            "last_refreshed_at",
+            "authorized_at",
+            "next_refresh_at",
+            "client",
+        }
+    )
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """renewal_due_at is derived: every save of what it depends on recomputes it."""
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None:
+            self.renewal_due_at = self.renewal_due()
+        elif self.RENEWAL_INPUTS & set(update_fields):
+            self.renewal_due_at = self.renewal_due()
+            if "renewal_due_at" not in update_fields:
+                kwargs["update_fields"] = [*update_fields, "renewal_due_at"]
+        super().save(*args, **kwargs)
 
     @property
     def base_url(self) -> str:
@@ -419,6 +456,16 @@ class Connection(models.Model):
         return min(self.TOKEN_SAFETY_MARGIN, lifetime / 2)
 
     @property
+    def token_lapsed(self) -> bool:
+        """Online, but the access token has expired: an idle connection whose grant is alive.
+        The next request for its token renews it."""
+        return (
+            self.status == ConnectionStatus.ONLINE
+            and self.token_expires_at is not None
+            and self.token_expires_at <= timezone.now()
+        )
+
+    @property
     def needs_reauthorization(self) -> bool:
         return (
             self.status == ConnectionStatus.OFFLINE and self.status_reason == NEEDS_REAUTHORIZATION
@@ -441,11 +488,87 @@ class Connection(models.Model):
         )
 
     def set_state(self, **fields: Any) -> None:
-        """Change status fields without a full save (no secret is written, none can be lost)."""
+        """Change status fields without a full save (no secret is written, none can be lost),
+        with the renewal due time they lead to."""
         fields["updated_at"] = timezone.now()
-        Connection.objects.filter(pk=self.pk).update(**fields)
         for name, value in fields.items():
             setattr(self, name, value)
+        self.renewal_due_at = fields["renewal_due_at"] = self.renewal_due()
+        Connection.objects.filter(pk=self.pk).update(**fields)
+
+    # --- The keep-alive policy (see README "The worker") ---------------------------------
+    #
+    # Warm: a token was handed out within KEEP_WARM_SECONDS; its access token is renewed
+    # RENEW_AHEAD before it expires, so callers never wait for Kroger. Idle: an
+    # authorization-code grant is renewed KEEP_ALIVE_HOURS after its last renewal (Kroger's
+    # refresh tokens live about six months), and on demand; an idle client-credentials
+    # connection has no grant to keep and is never renewed in the background.
+
+    RENEW_AHEAD = timedelta(minutes=5)
+
+    @staticmethod
+    def keep_warm() -> timedelta:
+        return timedelta(seconds=settings.KEEP_WARM_SECONDS)
+
+    @staticmethod
+    def keep_alive() -> timedelta:
+        return timedelta(hours=settings.KEEP_ALIVE_HOURS)
+
+    def renew_ahead(self) -> timedelta:
+        """How long before expiry a warm token is renewed: RENEW_AHEAD, or half the token's
+        lifetime when Kroger issues tokens that short."""
+        obtained = max(filter(None, [self.authorized_at, self.last_refreshed_at]), default=None)
+        if obtained is None or self.token_expires_at is None:
+            return self.RENEW_AHEAD
+        return min(self.RENEW_AHEAD, (self.token_expires_at - obtained) / 2)
+
+    def is_warm(self, now: datetime | None = None) -> bool:
+        return self.handed_out_at is not None and self.handed_out_at > (
+            (now or timezone.now()) - self.keep_warm()
+        )
+
+    @property
+    def grant_renewed_at(self) -> datetime:
+        """When the grant was last renewed: the latest refresh or consent."""
+        times = [t for t in (self.last_refreshed_at, self.authorized_at) if t is not None]
+        return max(times) if times else self.created_at or timezone.now()
+
+    def renewal_due(self) -> datetime | None:
+        """When the worker should next look at this connection, by the keep-alive policy;
+        None when it never should (nothing to renew, or only a person can help).
+
+        While a failed renewal backs off, nothing is renewed before the backoff ends, except
+        that a warm connection is looked at when its token expires: callers then have no
+        token, so it is Offline and people are told (the renewal still waits)."""
+        if (
+            self.status == ConnectionStatus.NOT_AUTHORIZED
+            or not self.is_authorized
+            or self.needs_reauthorization
+        ):
+            return None
+        candidates: list[datetime] = []
+        renew_warm_at: datetime | None = None
+        if self.token_expires_at is not None and self.handed_out_at is not None:
+            renew_at = self.token_expires_at - self.renew_ahead()
+            if renew_at <= self.handed_out_at + self.keep_warm():
+                renew_warm_at = renew_at
+                candidates.append(renew_at)
+        if self.grant_type == GrantType.AUTHORIZATION_CODE:
+            candidates.append(self.grant_renewed_at + self.keep_alive())
+        if not candidates:
+            return None
+        due = min(candidates)
+        if self.next_refresh_at is not None and self.next_refresh_at > due:
+            due = self.next_refresh_at
+            lapses_at = self.token_expires_at
+            if (
+                renew_warm_at is not None
+                and lapses_at is not None
+                and self.status == ConnectionStatus.ONLINE
+                and lapses_at < due
+            ):
+                due = lapses_at
+        return due
 
     def store_tokens(
         self,
@@ -506,6 +629,7 @@ class Connection(models.Model):
         self.refresh_failures = 0
         self.next_refresh_at = None
         self.failure_notified = False
+        self.handed_out_at = None
         self.save(update_fields=[*self.TOKEN_STATE_FIELDS, "updated_at"])
 
     # The audit trail of what people do to a connection, wherever they do it.
@@ -545,6 +669,8 @@ class Connection(models.Model):
         "refresh_failures",
         "next_refresh_at",
         "failure_notified",
+        "handed_out_at",
+        "renewal_due_at",
     )
     # What people edit (with the scopes, which the caller saves as a many-to-many).
     SETTINGS_FIELDS = ("name", "environment", "client", "banner")
@@ -561,6 +687,7 @@ class Connection(models.Model):
         """
         with transaction.atomic():
             locked = Connection.objects.select_for_update(of=("self",)).get(pk=self.pk)
+            self._show_token_state_of(locked)  # so that the renewal due time is computed right
             self.save(update_fields=[*self.SETTINGS_FIELDS, "updated_at"])
             discard = bool({"client", "environment"} & set(changed)) and any(
                 secret_state(locked, name) != "not set"
@@ -568,9 +695,13 @@ class Connection(models.Model):
             )
             if discard:
                 locked.forget_tokens()
-        for name in self.TOKEN_STATE_FIELDS:  # show the stored tokens, not the ones read before
-            setattr(self, name, getattr(locked, name))
+                self._show_token_state_of(locked)
         return discard
+
+    def _show_token_state_of(self, stored: Connection) -> None:
+        """Show the stored tokens, not the ones read when an edit began."""
+        for name in (*self.TOKEN_STATE_FIELDS, "authorized_at", "last_refreshed_at"):
+            setattr(self, name, getattr(stored, name))
 
 
 class AuthorizationAttempt(models.Model):

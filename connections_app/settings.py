@@ -152,6 +152,18 @@ KROGER_TIMEOUT_SECONDS = env_int_between("KROGER_TIMEOUT_SECONDS", 15, 1, 120, "
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90)
 if USAGE_RETENTION_DAYS < 1:
     raise ConfigError(f"USAGE_RETENTION_DAYS={USAGE_RETENTION_DAYS} must be 1 or more")
+# The keep-alive policy (README "The worker"): a connection whose token was handed out within
+# KEEP_WARM_SECONDS is renewed before its access token expires; any other authorization-code
+# grant is renewed KEEP_ALIVE_HOURS after its last renewal (Kroger's last about six months).
+KEEP_WARM_SECONDS = env_int("KEEP_WARM_SECONDS", 3600)
+if KEEP_WARM_SECONDS < 0:
+    raise ConfigError(f"KEEP_WARM_SECONDS={KEEP_WARM_SECONDS} must be 0 (never warm) or more")
+KEEP_ALIVE_HOURS = env_int("KEEP_ALIVE_HOURS", 24)
+if not 1 <= KEEP_ALIVE_HOURS <= 24 * 90:
+    raise ConfigError(
+        f"KEEP_ALIVE_HOURS={KEEP_ALIVE_HOURS} must be between 1 and 2160 (90 days): Kroger's "
+        "refresh tokens live about six months"
+    )
 
 # Webhooks: deliveries go only to public addresses unless this is on (receivers inside the
 # team's own network); the delivery log is kept this many days.

@@ -22,10 +22,15 @@ ALL_SCOPES = {"product.compact", "cart.basic:write", "profile.compact"}
 
 
 def authorize(
-    connection: Connection, fake: FakeKroger, *, valid_for: timedelta = timedelta(minutes=30)
+    connection: Connection,
+    fake: FakeKroger,
+    *,
+    valid_for: timedelta = timedelta(minutes=30),
+    warm: bool = False,
 ) -> Connection:
     """Give the connection real tokens from the fake, as if consent had just happened;
-    ``valid_for`` sets how long the portal believes its access token lasts (negative: expired)."""
+    ``valid_for`` sets how long the portal believes its access token lasts (negative: expired).
+    A ``warm`` connection had a token handed out a minute ago (the worker keeps it fresh)."""
     client = connection.client
     fake.register_client(client.client_id, client.client_secret, ALL_SCOPES)
     scopes = sorted(scope.name for scope in connection.scopes.all())
@@ -37,6 +42,8 @@ def authorize(
     )
     connection.authorized_at = timezone.now() - timedelta(hours=1)
     connection.token_expires_at = timezone.now() + valid_for
+    if warm:
+        connection.handed_out_at = timezone.now() - timedelta(minutes=1)
     connection.save()
     return connection
 

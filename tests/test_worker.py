@@ -1,4 +1,5 @@
-"""The worker: what is due, one refresh per connection, one log line each, never a secret."""
+"""The worker: what the keep-alive policy makes due, one renewal per connection, one log line
+each, never a secret."""
 
 from __future__ import annotations
 
@@ -44,18 +45,19 @@ def mix(
 ) -> dict[str, Connection]:
     """Connections in every state the worker must tell apart, by what it should do."""
     now = timezone.now()
-    expiring = authorize(connection, fake_kroger, valid_for=timedelta(minutes=3))
+    expiring = authorize(connection, fake_kroger, valid_for=timedelta(minutes=3), warm=True)
+    shopper_connection(connection, "Idle, token lapsing", fake_kroger, valid_for=timedelta(0))
     fresh = shopper_connection(connection, "Fresh", fake_kroger)
     fresh.last_refreshed_at = now - timedelta(hours=1)
     fresh.save()
     idle = shopper_connection(connection, "Idle for a day", fake_kroger)
-    idle.last_refreshed_at = now - timedelta(hours=25)
+    idle.last_refreshed_at = idle.authorized_at = now - timedelta(hours=25)
     idle.save()
     dead = shopper_connection(connection, "Dead", fake_kroger, valid_for=timedelta(minutes=-5))
     dead.status, dead.status_reason = ConnectionStatus.OFFLINE, NEEDS_REAUTHORIZATION
     dead.save()
     backing_off = shopper_connection(
-        connection, "Backing off", fake_kroger, valid_for=timedelta(minutes=-5)
+        connection, "Backing off", fake_kroger, valid_for=timedelta(minutes=-5), warm=True
     )
     backing_off.next_refresh_at = now + timedelta(minutes=2)
     backing_off.save()
@@ -69,14 +71,24 @@ def mix(
         cc_connection(cc_client, owner, "Catalogue, expired"),
         fake_kroger,
         valid_for=timedelta(minutes=-1),
+        warm=True,
+    )
+    authorize(
+        cc_connection(cc_client, owner, "Catalogue, idle"),
+        fake_kroger,
+        valid_for=timedelta(minutes=-1),
     )
     return {"expiring": expiring, "idle": idle, "cc_expired": cc_expired}
 
 
 @pytest.mark.django_db
-def test_due_connections_are_those_expiring_or_idle_for_a_day(mix: dict[str, Connection]) -> None:
+def test_due_are_warm_tokens_about_to_expire_idle_grants_a_day_old_and_warm_lapses(
+    mix: dict[str, Connection],
+) -> None:
     due = set(lifecycle.due_for_refresh().values_list("name", flat=True))
-    assert due == {"Store cart", "Idle for a day", "Catalogue, expired"}
+    # Not due: a fresh token, an idle token lapsing (renewed on next use), a dead grant, a
+    # connection never authorized, an idle client-credentials connection (no grant to keep).
+    assert due == {"Store cart", "Idle for a day", "Catalogue, expired", "Backing off"}
 
 
 @pytest.mark.django_db
@@ -88,7 +100,7 @@ def test_a_pass_refreshes_what_is_due_and_nothing_else(
 
     handled = worker.refresh_due(concurrency=1)
 
-    assert handled == 3
+    assert handled == 4
     changed = {c.name for c in Connection.objects.all() if c.access_token != before[c.pk]}
     assert changed == {"Store cart", "Idle for a day", "Catalogue, expired"}
     assert len(fake_kroger.token_calls) == 3
@@ -110,7 +122,7 @@ def test_a_pass_refreshes_what_is_due_and_nothing_else(
 def test_a_refused_grant_is_logged_and_not_tried_again(
     connection: Connection, fake_kroger: FakeKroger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1))
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1), warm=True)
     fake_kroger.fail_token("invalid_grant")
     caplog.set_level(logging.INFO, logger="connections_app.worker")
 
@@ -127,14 +139,15 @@ def test_a_refused_grant_is_logged_and_not_tried_again(
 def test_a_transient_failure_waits_for_its_backoff(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
-    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1))
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1), warm=True)
     fake_kroger.fail_token("500")
     assert worker.refresh_due(concurrency=1) == 1
     assert worker.refresh_due(concurrency=1) == 0  # backing off
     stored = reloaded(connection)
     assert stored.status == ConnectionStatus.ONLINE and stored.refresh_failures == 1
 
-    Connection.objects.filter(pk=connection.pk).update(next_refresh_at=timezone.now())
+    stored.next_refresh_at = timezone.now()  # the backoff has run out
+    stored.save()
     assert worker.refresh_due(concurrency=1) == 1
     assert reloaded(connection).refresh_failures == 0
 
@@ -146,16 +159,16 @@ def test_a_token_that_expires_while_backing_off_is_marked_offline_by_the_next_pa
     admin_user: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1))
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1), warm=True)
     fake_kroger.fail_token("500")
     worker.refresh_due(concurrency=1)  # fails; the token is still valid: Online, backing off
-    Connection.objects.filter(pk=connection.pk).update(
-        token_expires_at=timezone.now() - timedelta(seconds=1)
-    )
+    lapsed = reloaded(connection)
+    lapsed.token_expires_at = timezone.now() - timedelta(seconds=1)
+    lapsed.save()
     caplog.set_level(logging.INFO, logger="connections_app.worker")
 
-    for _ in range(2):
-        assert worker.refresh_due(concurrency=1) == 0
+    assert worker.refresh_due(concurrency=1) == 1  # looked at when its token lapsed
+    assert worker.refresh_due(concurrency=1) == 0
 
     stored = reloaded(connection)
     assert stored.status == ConnectionStatus.OFFLINE
@@ -173,9 +186,11 @@ def test_a_token_that_expires_while_backing_off_is_marked_offline_by_the_next_pa
 def test_two_workers_at_once_refresh_each_connection_once(
     connection: Connection, fake_kroger: FakeKroger
 ) -> None:
-    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1))
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=1), warm=True)
     for index in range(5):
-        shopper_connection(connection, f"Due {index}", fake_kroger, valid_for=timedelta(0))
+        shopper_connection(
+            connection, f"Due {index}", fake_kroger, valid_for=timedelta(0), warm=True
+        )
     fake_kroger.token_delay = 0.2
     handled: list[int] = []
     start = threading.Barrier(2)

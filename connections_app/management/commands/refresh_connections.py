@@ -13,14 +13,14 @@ from connections_app.management.commands.run_worker import (
 
 class Command(BaseCommand):
     help = (
-        "Refresh, once, every connection that is due (token about to expire, or an "
-        "authorization-code connection not refreshed for a day), then exit. For cron."
+        "Renew, once, every connection the keep-alive policy says is due (a warm token about "
+        "to expire, an idle grant last renewed a day ago), then exit. For cron."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_worker_arguments(parser)
 
-    def handle(self, *args: Any, window: int, concurrency: int, **options: Any) -> None:
-        window_delta = check_worker_arguments(window, concurrency)
-        handled = worker.refresh_due(window=window_delta, concurrency=concurrency)
+    def handle(self, *args: Any, concurrency: int, **options: Any) -> None:
+        check_worker_arguments(concurrency)
+        handled = worker.refresh_due(concurrency=concurrency)
         self.stdout.write(f"{handled} connection(s) handled")
