@@ -27,7 +27,7 @@ def schedule_existing_grants(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections_app', '0003_audit_service_key_edits'),
+        ('connections_app', '0004_audit_role_changes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
