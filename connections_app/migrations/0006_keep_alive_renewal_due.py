@@ -27,7 +27,7 @@ def schedule_existing_grants(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections_app', '0004_audit_role_changes'),
+        ('connections_app', '0005_proxy_budgets_and_key_permissions'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
