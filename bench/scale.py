@@ -1,0 +1,284 @@
+"""`make bench`: the portal at 100,000 connections, on PostgreSQL.
+
+Run by ``bench/run`` inside ``bin/with-postgres``. It bulk-inserts connections (20 OAuth 2.0
+clients, both environments; about 96% Online, the rest Offline, needing reauthorization or
+never authorized) and prints:
+
+- the connections list page, its search and each of its filters and sorts, at 100 and at
+  100,000 connections: SQL queries per page and the median time to render it (Django's test
+  client, in process, no network), with the ratio between the two sizes. Goals: the same query
+  count at both sizes; the plain list at 100,000 within 1.5x of its time at 100;
+- the worker's due query at 100,000 (its plan, which must be one index range scan, and its
+  time) and one pass over 1,000 due connections against the fake Kroger (https): time, calls
+  to Kroger's token endpoint, renewals a second.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LARGE = int(os.environ.get("BENCH_LARGE", "100000"))
+SMALL = 100
+DUE = 1000
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
+CLIENTS = 20
+
+
+def configure(db_url: str, kroger_url: str) -> None:
+    from connections_app.crypto import generate_key
+
+    os.environ.update(
+        {
+            "PORTAL_SKIP_DOTENV": "1",
+            "DJANGO_SETTINGS_MODULE": "connections_app.settings",
+            "DATABASE_URL": db_url,
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ENCRYPTION_KEYS": generate_key("bench"),
+            "SITE_URL": "https://localhost",
+            "ALLOWED_HOSTS": "localhost,testserver",
+            "SECURE_SSL_REDIRECT": "false",
+            "KROGER_PRODUCTION_URL": kroger_url,
+            "KROGER_CERTIFICATION_URL": kroger_url,
+            "LOG_LEVEL": "ERROR",
+        }
+    )
+
+
+def make_clients(fake: Any) -> list[Any]:
+    from connections_app.models import GrantType, OAuthClient
+
+    clients = []
+    for number in range(CLIENTS):
+        secret = secrets.token_urlsafe(16)
+        client_id = f"bench-app-{number:02}"
+        fake.register_client(client_id, secret, {"product.compact"})
+        clients.append(
+            OAuthClient.objects.create(
+                name=f"Bench app {number:02}",
+                environment="production" if number % 2 == 0 else "certification",
+                grant_type=GrantType.AUTHORIZATION_CODE,
+                client_id=client_id,
+                client_secret=secret,
+            )
+        )
+    return clients
+
+
+def insert(clients: list[Any], start: int, count: int) -> None:
+    """Bulk-insert connections ``start`` .. ``start + count``: most Online and idle (their
+    next renewal a day away at most), a few in each state that needs attention."""
+    from django.utils import timezone
+
+    from connections_app.models import NEEDS_REAUTHORIZATION, Connection, Scope
+
+    now = timezone.now()
+    scope = Scope.objects.get(name="product.compact")
+    through = Connection.scopes.through
+    batch = 5000
+    for first in range(start, start + count, batch):
+        rows = []
+        for number in range(first, min(first + batch, start + count)):
+            client = clients[number % CLIENTS]
+            kind = number % 100
+            row = Connection(
+                name=f"Connection {number:06}",
+                environment=client.environment,
+                client=client,
+            )
+            if kind != 99:  # 1% were never authorized
+                renewed = now - timedelta(minutes=(number * 7) % 1400 + 10)
+                row.status = "online"
+                row.access_token = f"bench-access-{number}"
+                row.refresh_token = f"bench-refresh-{number}"
+                row.token_expires_at = renewed + timedelta(minutes=30)
+                row.authorized_at = renewed
+                row.granted_scopes = "product.compact"
+                if kind in (97, 98):  # 2% offline, half of them needing a person
+                    row.status = "offline"
+                    row.status_reason = (
+                        NEEDS_REAUTHORIZATION if kind == 97 else "Kroger unreachable: timeout"
+                    )
+            row.renewal_due_at = row.renewal_due()
+            rows.append(row)
+        Connection.objects.bulk_create(rows)
+        made = Connection.objects.filter(name__gte=rows[0].name, name__lte=rows[-1].name)
+        through.objects.bulk_create(
+            [
+                through(connection_id=pk, scope_id=scope.pk)
+                for pk in made.values_list("pk", flat=True)
+            ]
+        )
+
+
+def analyze() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+
+def pages(clients: list[Any]) -> dict[str, str]:
+    return {
+        "list": "/",
+        "page 3": "/?page=3",
+        "search": "/?q=01234",
+        "status Online": "/?status=online",
+        "status Offline": "/?status=offline",
+        "status Needs reauthorization": "/?status=needs_reauthorization",
+        "status Not authorized": "/?status=not_authorized",
+        "environment": "/?environment=certification",
+        "OAuth 2.0 client": f"/?client={clients[3].code}",
+        "needs attention first": "/?sort=attention",
+    }
+
+
+def measure(browser: Any, url: str) -> tuple[int, float]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = browser.get(url, HTTP_X_FORWARDED_PROTO="https")
+    assert response.status_code == 200, (url, response.status_code)
+    times = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        browser.get(url, HTTP_X_FORWARDED_PROTO="https")
+        times.append(time.perf_counter() - started)
+    return len(queries.captured_queries), statistics.median(times) * 1000
+
+
+def due_query() -> tuple[str, float, int]:
+    """The plan and time of one claim of the worker's; the claim is then handed back."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from connections_app import lifecycle
+    from connections_app.models import Connection
+
+    due = lifecycle.due_for_refresh().select_for_update(skip_locked=True)
+    query = due.values_list("pk", flat=True)[:100]
+    with transaction.atomic(), connection.cursor() as cursor:
+        sql, params = query.query.sql_with_params()
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(f"    {row[0]}" for row in cursor.fetchall())
+    started = time.perf_counter()
+    claimed = lifecycle.claim_due(limit=100)
+    seconds = time.perf_counter() - started
+    Connection.objects.filter(pk__in=claimed).update(renewal_due_at=timezone.now())
+    return plan, seconds * 1000, len(claimed)
+
+
+def make_due(fake: Any, clients: list[Any]) -> None:
+    """DUE connections with live grants at the fake Kroger and a renewal due now."""
+    from django.utils import timezone
+
+    from connections_app.models import Connection
+
+    now = timezone.now()
+    for number, connection in enumerate(
+        Connection.objects.filter(status="online").select_related("client").order_by("pk")[:DUE]
+    ):
+        access, refresh = fake.issue_tokens(connection.client.client_id, ["product.compact"])
+        connection.access_token, connection.refresh_token = access, refresh
+        connection.authorized_at = now - timedelta(hours=25, seconds=number)
+        connection.save()
+
+
+def timed(action: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - started
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    db_url = os.environ.get("TEST_DATABASE_URL")
+    if not db_url:
+        raise SystemExit("bench/scale.py needs TEST_DATABASE_URL (run it via bench/run)")
+    from tests.fakes import tls
+    from tests.fakes.fake_kroger import FakeKroger
+
+    work = Path(tempfile.mkdtemp(prefix="portal-bench-scale-"))
+    tls.trust_test_ca(work)
+    fake = FakeKroger().start()
+    try:
+        configure(db_url, fake.url)
+        import django
+
+        django.setup()
+        from django.contrib.auth import get_user_model
+        from django.core.management import call_command
+        from django.test import Client
+        from django.test.utils import setup_test_environment
+
+        setup_test_environment()  # the test client's template rendering hooks
+        call_command("migrate", verbosity=0)  # a throwaway database of its own (bench/run)
+        admin = get_user_model().objects.create_superuser("bench", "bench@example.com", "x")
+        browser = Client()
+        browser.force_login(admin)
+        clients = make_clients(fake)
+
+        insert(clients, 0, SMALL)
+        analyze()
+        small = {name: measure(browser, url) for name, url in pages(clients).items()}
+        _, seconds = timed(lambda: insert(clients, SMALL, LARGE - SMALL))
+        analyze()
+        print(f"\n== {LARGE:,} connections on PostgreSQL (bulk-inserted in {seconds:.0f} s)")
+        large = {name: measure(browser, url) for name, url in pages(clients).items()}
+
+        print(f"{'connections list':32} {'queries':>13} {'median ms':>20}  ratio")
+        print(f"{'':32} {SMALL:>6} {LARGE:>6} {SMALL:>9} {LARGE:>10}")
+        met = True
+        for name, (queries_small, ms_small) in small.items():
+            queries_large, ms_large = large[name]
+            ratio = ms_large / ms_small
+            same = queries_small == queries_large
+            met = met and same and (name != "list" or ratio <= 1.5)
+            goal = "  (goal 1.5x)" if name == "list" else ""
+            print(
+                f"{name:32} {queries_small:>6} {queries_large:>6} {ms_small:>9.1f} "
+                f"{ms_large:>10.1f}  {ratio:4.2f}x{goal}{'' if same else '  QUERIES DIFFER'}"
+            )
+
+        make_due(fake, clients)
+        analyze()
+        plan, ms, claimed = due_query()
+        print(f"\nworker's due query at {LARGE:,}: claimed {claimed} in {ms:.1f} ms; plan:")
+        print(plan)
+        met = met and "connection_renewal_due" in plan
+        from connections_app import worker
+
+        calls_before = len(fake.token_calls)
+        handled = 0
+        started = time.perf_counter()
+        while (renewed := worker.refresh_due(concurrency=4)) > 0:
+            handled += renewed
+        seconds = time.perf_counter() - started
+        calls = len(fake.token_calls) - calls_before
+        print(
+            f"one pass over {DUE:,} due connections (4 threads, fake Kroger over https): "
+            f"{handled} renewed, {calls} calls to Kroger's token endpoint, {seconds:.1f} s, "
+            f"{handled / seconds:.0f} renewals/s"
+        )
+        met = met and calls == handled == DUE
+    finally:
+        fake.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print("goals met" if met else "GOALS MISSED")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
