@@ -27,7 +27,7 @@ def schedule_existing_grants(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections_app', '0005_proxy_budgets_and_key_permissions'),
+        ('connections_app', '0006_webhooks_and_metrics'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
