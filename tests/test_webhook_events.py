@@ -145,11 +145,11 @@ def test_authorizing_emits_authorized_and_after_a_failure_recovered(
 def test_a_rolled_back_token_change_produces_no_event(
     connection: Connection, fake_kroger: FakeKroger, endpoint: WebhookEndpoint
 ) -> None:
-    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1), warm=True)
     fake_kroger.revoke_refresh_tokens()
 
     with pytest.raises(RuntimeError), transaction.atomic():
-        lifecycle.refresh_if_due(connection.pk)
+        lifecycle.renew_claimed(connection.pk)
         assert [event for event, _ in events()] == ["connection.needs_reauthorization"]
         raise RuntimeError("whatever made the surrounding change fail")
 
