@@ -109,7 +109,8 @@ def assert_truthful_after_refresh(connection: Connection, previous_refresh: str,
 
 @pytest.fixture
 def expired(connection: Connection, fake_kroger: FakeKroger) -> Connection:
-    return authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    # Warm (in use), so that the worker renews it as soon as its token expires.
+    return authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1), warm=True)
 
 
 @pytest.mark.parametrize("name", HOSTILE)

@@ -201,7 +201,10 @@ def test_a_page_that_needs_an_unreadable_secret_says_so(
 def test_the_worker_takes_unreadable_connections_offline_and_tells_people_once(
     stored: Connection, wrong_keys: str, admin_user: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    Connection.objects.filter(pk=stored.pk).update(token_expires_at=timezone.now())  # due
+    now = timezone.now()  # in use and expiring: due
+    Connection.objects.filter(pk=stored.pk).update(
+        token_expires_at=now, handed_out_at=now, renewal_due_at=now
+    )
 
     assert worker.refresh_due(concurrency=1) == 1
 
@@ -216,7 +219,9 @@ def test_the_worker_takes_unreadable_connections_offline_and_tells_people_once(
     assert "crashed" not in caplog.text
 
     assert worker.refresh_due(concurrency=1) == 0  # backing off: not tried every pass
-    Connection.objects.filter(pk=stored.pk).update(next_refresh_at=timezone.now())
+    Connection.objects.filter(pk=stored.pk).update(
+        next_refresh_at=timezone.now(), renewal_due_at=timezone.now()
+    )
     assert worker.refresh_due(concurrency=1) == 1  # tried again later
     assert len(mail.outbox) == 1  # told once
     assert Connection.objects.get(pk=stored.pk).refresh_failures == 2
@@ -226,13 +231,15 @@ def test_restoring_the_keys_brings_the_connection_back(
     stored: Connection, settings: Any, fake_kroger: FakeKroger, admin_user: Any
 ) -> None:
     good_keys = settings.ENCRYPTION_KEYS
-    authorize(stored, fake_kroger, valid_for=timedelta(minutes=-1))
+    authorize(stored, fake_kroger, valid_for=timedelta(minutes=-1), warm=True)
     settings.ENCRYPTION_KEYS = generate_key(good_keys.split(":", 1)[0])
     worker.refresh_due(concurrency=1)
     assert Connection.objects.get(pk=stored.pk).status == ConnectionStatus.OFFLINE
 
     settings.ENCRYPTION_KEYS = good_keys
-    Connection.objects.filter(pk=stored.pk).update(next_refresh_at=None)
+    Connection.objects.filter(pk=stored.pk).update(
+        next_refresh_at=None, renewal_due_at=timezone.now()
+    )
     assert worker.refresh_due(concurrency=1) == 1
     assert Connection.objects.get(pk=stored.pk).status == ConnectionStatus.ONLINE
     assert [m.subject for m in mail.outbox][-1].endswith("works again")
