@@ -27,7 +27,7 @@ def schedule_existing_grants(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections_app', '0007_name_characters_and_actor_labels'),
+        ('connections_app', '0008_audit_sign_in_events'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
