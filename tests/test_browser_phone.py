@@ -61,6 +61,13 @@ def test_the_header_takes_two_lines(page: Any, owner: Any, connection: Connectio
     assert nav["y"] >= brand["y"] + brand["height"]  # the sections below it
     header = page.locator(".site-header").bounding_box()
     assert header and header["height"] < 3 * brand["height"] + 24
+    # The account pages are still one tap away, on the sections' line.
+    main_nav = page.get_by_role("navigation", name="Main")
+    for name in ("Two-factor", "Sessions"):
+        assert main_nav.get_by_role("link", name=name).count()
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert not main_nav.get_by_role("link", name="Sessions").count()
+    assert page.locator(".account").get_by_role("link", name="Sessions").is_visible()
 
 
 def test_detail_values_break_between_words(
