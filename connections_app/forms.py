@@ -7,11 +7,13 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Count, QuerySet
 
 from connections_app.fields import UNREADABLE, secret_state
 from connections_app.models import (
     DEFAULT_BANNER_LABEL,
     KROGER_BANNERS,
+    Attention,
     Connection,
     Environment,
     GrantType,
@@ -200,3 +202,96 @@ class ConnectionForm(ConnectionRulesForm):
             )
             for scope in Scope.objects.order_by("name")
         ]
+
+
+# The status filter's values (kept in the URL) and what each selects.
+STATUS_FILTERS = {
+    "online": Attention.ONLINE,
+    "offline": Attention.OFFLINE,
+    "needs_reauthorization": Attention.NEEDS_REAUTHORIZATION,
+    "not_authorized": Attention.NOT_AUTHORIZED,
+}
+STATUS_FILTER_OF = {attention: value for value, attention in STATUS_FILTERS.items()}
+
+
+class ConnectionFilterForm(forms.Form):
+    """The connections list's search, filters and order, read from the URL (GET)."""
+
+    q = forms.CharField(label="Search by name", required=False, max_length=100, strip=True)
+    status = forms.ChoiceField(
+        label="Status",
+        required=False,
+        choices=[("", "Any status")]
+        + [(value, attention.label) for value, attention in STATUS_FILTERS.items()],
+    )
+    environment = forms.ChoiceField(
+        label="Environment", required=False, choices=[("", "Any environment"), *Environment.choices]
+    )
+    client = forms.ModelChoiceField(
+        label="OAuth 2.0 client",
+        required=False,
+        queryset=OAuthClient.objects.order_by("name"),
+        to_field_name="code",
+        empty_label="Any client",
+    )
+    sort = forms.ChoiceField(
+        label="Sort by",
+        required=False,
+        choices=[("name", "Name"), ("attention", "Needs attention first")],
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "filter_%s")
+        super().__init__(*args, **kwargs)
+        self.fields["q"].widget = forms.TextInput(attrs={"type": "search"})
+
+    def filter(self, connections: QuerySet[Connection]) -> QuerySet[Connection]:
+        """``connections`` as asked for; a value that is not valid is left out, and the form
+        says why next to its field."""
+        self.is_valid()  # an invalid field is left out of cleaned_data
+        cleaned = self.cleaned_data
+        if cleaned.get("q"):
+            connections = connections.filter(name__icontains=cleaned["q"])
+        if cleaned.get("status"):
+            connections = connections.filter(attention=STATUS_FILTERS[cleaned["status"]])
+        if cleaned.get("environment"):
+            connections = connections.filter(environment=cleaned["environment"])
+        if cleaned.get("client"):
+            connections = connections.filter(client=cleaned["client"])
+        if cleaned.get("sort") == "attention":
+            return connections.order_by("attention", "name")
+        return connections.order_by("name")
+
+    @property
+    def active(self) -> bool:
+        """Whether anything narrows the list (the order does not)."""
+        return any(self.data.get(name) for name in ("q", "status", "environment", "client"))
+
+
+def attention_summary() -> list[tuple[str, int, str]]:
+    """What needs attention, for the line above the list: (status filter value, how many,
+    sentence), most urgent first, in one index scan. Empty when all is well."""
+    counts = dict(
+        Connection.objects.filter(attention__lt=Attention.ONLINE)
+        .values_list("attention")
+        .annotate(count=Count("pk"))
+        .values_list("attention", "count")
+    )
+    sentences = {
+        Attention.NEEDS_REAUTHORIZATION: ("needs reauthorization", "need reauthorization"),
+        Attention.OFFLINE: ("is offline", "are offline"),
+        Attention.NOT_AUTHORIZED: ("is not authorized", "are not authorized"),
+    }
+    summary = []
+    for attention, (one, many) in sentences.items():
+        count = counts.get(attention, 0)
+        if count:
+            noun = "connection" if count == 1 else "connections"
+            summary.append(
+                (
+                    STATUS_FILTER_OF[attention],
+                    count,
+                    f"{count} {noun} {one if count == 1 else many}",
+                )
+            )
+    return summary

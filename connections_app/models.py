@@ -238,6 +238,16 @@ class ConnectionStatus(models.TextChoices):
     OFFLINE = "offline", "Offline"
 
 
+class Attention(models.IntegerChoices):
+    """How much a connection needs a person, most first: the list's status filter and its
+    "needs attention first" order."""
+
+    NEEDS_REAUTHORIZATION = 0, "Needs reauthorization"
+    OFFLINE = 1, "Offline"
+    NOT_AUTHORIZED = 2, "Not authorized"
+    ONLINE = 3, "Online"
+
+
 class TokenUnavailable(Exception):
     """No usable access token can be handed out; ``code`` is stable, ``reason`` is for people."""
 
@@ -329,6 +339,27 @@ class Connection(models.Model):
     failure_notified = models.BooleanField(
         default=False, help_text="People were told of a failure and will be told of recovery."
     )
+    # Computed by the database from the status, so that the list's status filter, its "needs
+    # attention first" order and its summary are index scans at any number of connections.
+    attention = models.GeneratedField(
+        expression=models.Case(
+            models.When(
+                status=ConnectionStatus.OFFLINE,
+                status_reason=NEEDS_REAUTHORIZATION,
+                then=models.Value(Attention.NEEDS_REAUTHORIZATION.value),
+            ),
+            models.When(
+                status=ConnectionStatus.OFFLINE, then=models.Value(Attention.OFFLINE.value)
+            ),
+            models.When(
+                status=ConnectionStatus.NOT_AUTHORIZED,
+                then=models.Value(Attention.NOT_AUTHORIZED.value),
+            ),
+            default=models.Value(Attention.ONLINE.value),
+        ),
+        output_field=models.PositiveSmallIntegerField(choices=Attention.choices),
+        db_persist=True,
+    )
     handed_out_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -349,7 +380,10 @@ class Connection(models.Model):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["renewal_due_at"], name="connection_renewal_due")]
+        indexes = [
+            models.Index(fields=["renewal_due_at"], name="connection_renewal_due"),
+            models.Index(fields=["attention", "name"], name="connection_attention_name"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -35,7 +35,13 @@ from connections_app.access import (
     role_of,
 )
 from connections_app.accounts import reauthenticate_first
-from connections_app.forms import ConnectionForm, OAuthClientForm, changed_labels
+from connections_app.forms import (
+    ConnectionFilterForm,
+    ConnectionForm,
+    OAuthClientForm,
+    attention_summary,
+    changed_labels,
+)
 from connections_app.key_ring_check import unreadable_secrets
 from connections_app.lifecycle import Actor
 from connections_app.models import (
@@ -58,19 +64,29 @@ HISTORY_SIZE = 50  # events shown on a connection page, newest first
 @login_required
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
+    """The connections list: searched, filtered and ordered as the URL says, with what needs
+    attention summed up above it. A constant number of queries at any size."""
     require_viewer(request.user)
-    connections = (
-        Connection.objects.select_related("client").prefetch_related("scopes").order_by("name")
+    filters = ConnectionFilterForm(request.GET)
+    connections = filters.filter(
+        Connection.objects.select_related("client").prefetch_related("scopes")
     )
     page = Paginator(connections, PAGE_SIZE).get_page(request.GET.get("page"))
+    kept = request.GET.copy()
+    kept.pop("page", None)
     return render(
         request,
         "connections/connection_list.html",
         {
             "page": page,
+            "filters": filters,
+            "summary": attention_summary(),
+            "page_query": kept.urlencode(),
             "can_edit": can_edit(request.user),
             "redirect_uri": settings.OAUTH_REDIRECT_URI,
-            "has_clients": not page.object_list and OAuthClient.objects.exists(),
+            "has_clients": not page.object_list
+            and not filters.active
+            and OAuthClient.objects.exists(),
         },
     )
 

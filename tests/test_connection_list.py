@@ -1,7 +1,9 @@
-"""The Connections list: what each row shows, who sees which buttons, pages, query count."""
+"""The Connections list: what each row shows, who sees which buttons, pages; search, filters,
+order and the summary of what needs attention, kept in the URL; a constant query count."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,7 +11,10 @@ from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 
 from connections_app.models import (
+    NEEDS_REAUTHORIZATION,
     Connection,
+    Environment,
+    GrantType,
     OAuthClient,
     Scope,
 )
@@ -80,3 +85,179 @@ def test_the_number_of_queries_does_not_grow_with_the_connections(
     with django_assert_num_queries(len(two.captured_queries)):
         page = client.get("/").content.decode()
     assert page.count("<code>product.compact</code>") == 25
+
+
+def names(page: str) -> list[str]:
+    return re.findall(r'<a href="/connections/[0-9a-f-]+/">([^<]+)</a>', page)
+
+
+@pytest.fixture
+def states(oauth_client: OAuthClient, owner: Any) -> dict[str, Connection]:
+    """One connection in each state the list tells apart, named so that name order differs
+    from attention order, and one on a client of the other environment."""
+    made = {}
+    for name in ("Alpha online", "Bravo never authorized", "Charlie offline", "Delta dead"):
+        made[name] = Connection.objects.create(
+            name=name, environment=oauth_client.environment, client=oauth_client
+        )
+    for name in ("Alpha online", "Charlie offline", "Delta dead"):
+        made[name].store_tokens(access_token="a", refresh_token="r", expires_in=1800)
+    make_offline(made["Charlie offline"], "Kroger unreachable: timeout")
+    make_offline(made["Delta dead"], NEEDS_REAUTHORIZATION)
+    other = OAuthClient.objects.create(
+        name="Catalogue app",
+        environment=Environment.CERTIFICATION,
+        grant_type=GrantType.CLIENT_CREDENTIALS,
+        client_id="catalogue-1",
+        client_secret="secret-1",
+    )
+    made["Echo certification"] = Connection.objects.create(
+        name="Echo certification", environment=Environment.CERTIFICATION, client=other
+    )
+    return made
+
+
+def test_it_searches_by_name(client: Any, teammate: Any, states: dict[str, Connection]) -> None:
+    client.force_login(teammate)
+    page = client.get("/?q=ALPHA").content.decode()
+    assert names(page) == ["Alpha online"]
+    assert 'value="ALPHA"' in page  # the search stays in its box
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("online", ["Alpha online"]),
+        ("offline", ["Charlie offline"]),
+        ("needs_reauthorization", ["Delta dead"]),
+        ("not_authorized", ["Bravo never authorized", "Echo certification"]),
+    ],
+)
+def test_it_filters_by_status(
+    client: Any, teammate: Any, states: dict[str, Connection], status: str, expected: list[str]
+) -> None:
+    client.force_login(teammate)
+    assert names(client.get(f"/?status={status}").content.decode()) == expected
+
+
+def test_it_filters_by_environment_and_client(
+    client: Any, teammate: Any, states: dict[str, Connection], oauth_client: OAuthClient
+) -> None:
+    client.force_login(teammate)
+    page = client.get("/?environment=certification").content.decode()
+    assert names(page) == ["Echo certification"]
+    page = client.get(f"/?client={oauth_client.code}&environment=production").content.decode()
+    assert names(page) == [
+        "Alpha online",
+        "Bravo never authorized",
+        "Charlie offline",
+        "Delta dead",
+    ]
+    assert f'<option value="{oauth_client.code}" selected>' in page
+
+
+def test_it_puts_what_needs_attention_first(
+    client: Any, teammate: Any, states: dict[str, Connection]
+) -> None:
+    client.force_login(teammate)
+    page = client.get("/?sort=attention").content.decode()
+    assert names(page) == [
+        "Delta dead",
+        "Charlie offline",
+        "Bravo never authorized",
+        "Echo certification",
+        "Alpha online",
+    ]
+
+
+def test_the_summary_counts_what_needs_attention_and_links_to_it(
+    client: Any, teammate: Any, states: dict[str, Connection]
+) -> None:
+    client.force_login(teammate)
+    page = client.get("/").content.decode()
+    assert '<a href="?status=needs_reauthorization">1 connection needs reauthorization</a>' in page
+    assert '<a href="?status=offline">1 connection is offline</a>' in page
+    assert '<a href="?status=not_authorized">2 connections are not authorized</a>' in page
+
+
+def test_no_summary_when_all_is_well(client: Any, teammate: Any, connection: Connection) -> None:
+    connection.store_tokens(access_token="a", refresh_token="r", expires_in=1800)
+    client.force_login(teammate)
+    assert "attention-summary" not in client.get("/").content.decode()
+
+
+def test_pages_keep_the_filters(client: Any, owner: Any, oauth_client: OAuthClient) -> None:
+    make_connections(oauth_client, 30)
+    client.force_login(owner)
+    page = client.get("/?q=Connection&sort=attention").content.decode()
+    assert 'href="?q=Connection&amp;sort=attention&amp;page=2">Next</a>' in page
+    second = client.get("/?q=Connection&sort=attention&page=2").content.decode()
+    assert names(second) == [f"Connection {number:03}" for number in range(25, 30)]
+
+
+def test_a_filter_that_matches_nothing_says_so(
+    client: Any, teammate: Any, states: dict[str, Connection]
+) -> None:
+    client.force_login(teammate)
+    page = client.get("/?q=zulu").content.decode()
+    assert names(page) == []
+    assert "No connections match." in page
+    assert "No connections yet." not in page
+
+
+def test_an_unknown_filter_value_is_named_and_ignored(
+    client: Any, teammate: Any, states: dict[str, Connection]
+) -> None:
+    client.force_login(teammate)
+    response = client.get("/?status=sleeping&environment=certification")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Select a valid choice. sleeping is not one of the available choices." in page
+    assert names(page) == ["Echo certification"]  # the valid filter still applies
+
+
+LIST_URLS = [
+    "/",
+    "/?q=Connection",
+    "/?status=online",
+    "/?status=offline",
+    "/?status=needs_reauthorization",
+    "/?status=not_authorized",
+    "/?environment=production",
+    "/?sort=attention",
+    "/?page=2",
+]
+
+
+def make_mix(client: OAuthClient, count: int, start: int = 0) -> None:
+    """Connections in every state, in turn: Online, Offline, needing reauthorization, never
+    authorized."""
+    make_connections(client, count, start)
+    wanted = [f"Connection {number:03}" for number in range(start, start + count)]
+    for number, made in enumerate(Connection.objects.filter(name__in=wanted).order_by("name")):
+        if number % 4 != 3:
+            made.store_tokens(access_token="a", refresh_token="r", expires_in=1800)
+        if number % 4 == 1:
+            make_offline(made, "Kroger unreachable: timeout")
+        if number % 4 == 2:
+            make_offline(made, NEEDS_REAUTHORIZATION)
+
+
+@pytest.mark.parametrize("url", [*LIST_URLS, "client"])
+def test_the_number_of_queries_does_not_grow_with_the_connections_whatever_the_filter(
+    client: Any,
+    owner: Any,
+    oauth_client: OAuthClient,
+    django_assert_num_queries: Any,
+    url: str,
+) -> None:
+    if url == "client":
+        url = f"/?client={oauth_client.code}"
+    make_mix(oauth_client, 4 if url != "/?page=2" else 28)
+    client.force_login(owner)
+    client.get("/")  # warm the session and permission caches alike for both counts
+    with CaptureQueriesContext(db_connection) as few:
+        assert client.get(url).status_code == 200
+    make_mix(oauth_client, 200, start=100)
+    with django_assert_num_queries(len(few.captured_queries)):
+        assert client.get(url).status_code == 200
