@@ -196,8 +196,23 @@ def check_sign_up(portal: Portal, sign_in_page: Response) -> None:
     check_host_cookie(lines[0], "the session cookie")
     check("httponly" in lines[0].lower(), "the session cookie is HttpOnly")
     session = response.cookies()["__Host-sessionid"].value
-    home = portal.request("GET", "/", headers={"Cookie": f"__Host-sessionid={session}"})
-    check(home.status == 200, "the signed-in home page is served", str(home.status))
+    cookie = {"Cookie": f"__Host-sessionid={session}"}
+    # Production requires a second factor of administrators (MFA_REQUIRED=editors): the first
+    # account reaches nothing but its setup until it has one.
+    home = portal.request("GET", "/", headers=cookie)
+    check(
+        home.status == 302 and home.header("Location").startswith("/accounts/2fa/"),
+        "the signed-in administrator is sent to set up a second factor",
+        f"{home.status} {home.header('Location')}",
+    )
+    setup = portal.request("GET", home.header("Location"), headers=cookie)
+    check(setup.status == 200, "the second-factor setup page is served", str(setup.status))
+    admin = portal.request("GET", "/admin/", headers=cookie)
+    check(
+        admin.status == 302 and admin.header("Location").startswith("/accounts/2fa/"),
+        "the admin waits for the second factor too",
+        f"{admin.status} {admin.header('Location')}",
+    )
 
 
 def check_static_file(portal: Portal, sign_in_page: Response) -> None:
