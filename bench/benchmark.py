@@ -192,8 +192,12 @@ def get(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
         conn.close()
 
 
-def load(port: int, path: str, headers: dict[str, str], seconds: float) -> Load:
-    """CONCURRENCY threads, each with one keep-alive connection, for ``seconds``."""
+Connect = Callable[[], http.client.HTTPConnection]
+
+
+def load_with(connect: Connect, path: str, headers: dict[str, str], seconds: float) -> Load:
+    """CONCURRENCY threads, each with one keep-alive connection from ``connect``, for
+    ``seconds``."""
     results: list[tuple[list[float], int]] = []
     lock = threading.Lock()
     start = time.perf_counter()
@@ -202,7 +206,7 @@ def load(port: int, path: str, headers: dict[str, str], seconds: float) -> Load:
     def worker() -> None:
         latencies: list[float] = []
         errors = 0
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn = connect()
         while time.perf_counter() < stop:
             began = time.perf_counter()
             try:
@@ -212,7 +216,7 @@ def load(port: int, path: str, headers: dict[str, str], seconds: float) -> Load:
                 ok = response.status == 200
             except (OSError, http.client.HTTPException):
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn = connect()
                 ok = False
             latencies.append(time.perf_counter() - began)
             errors += not ok
@@ -228,6 +232,13 @@ def load(port: int, path: str, headers: dict[str, str], seconds: float) -> Load:
     elapsed = time.perf_counter() - start
     latencies = [value for lat, _ in results for value in lat]
     return Load(len(latencies), sum(e for _, e in results), elapsed, latencies)
+
+
+def load(port: int, path: str, headers: dict[str, str], seconds: float) -> Load:
+    """``load_with`` plain HTTP connections to the portal on ``port``."""
+    return load_with(
+        lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=30), path, headers, seconds
+    )
 
 
 def race(port: int, path: str, headers: dict[str, str]) -> tuple[float, Counter[int], int]:

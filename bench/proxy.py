@@ -25,19 +25,16 @@ import os
 import secrets
 import ssl
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from bench import benchmark as base
-from bench.benchmark import CONCURRENCY, HOST, SECONDS, Load
+from bench.benchmark import CONCURRENCY, HOST, SECONDS, Connect, Load, load_with
 
 ROOT = Path(__file__).resolve().parent.parent
 
-Connect = Callable[[], http.client.HTTPConnection]
 TICK = os.sysconf("SC_CLK_TCK")
 HANDOUT = "token endpoint (valid token)"
 PROXY = "proxy: GET products via the portal"
@@ -85,44 +82,6 @@ def server_cpu(gunicorn_pid: int, pg_port: str) -> float:
             wanted.add(pid)
             roots.extend(children.get(pid, []))
     return sum(cpu for pid, _, _, cpu in processes if pid in wanted)
-
-
-def load_with(connect: Connect, path: str, headers: dict[str, str], seconds: float) -> Load:
-    """CONCURRENCY threads, each with one keep-alive connection, for ``seconds``."""
-    results: list[tuple[list[float], int]] = []
-    lock = threading.Lock()
-    start = time.perf_counter()
-    stop = start + seconds
-
-    def worker() -> None:
-        latencies: list[float] = []
-        errors = 0
-        conn = connect()
-        while time.perf_counter() < stop:
-            began = time.perf_counter()
-            try:
-                conn.request("GET", path, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = connect()
-                ok = False
-            latencies.append(time.perf_counter() - began)
-            errors += not ok
-        conn.close()
-        with lock:
-            results.append((latencies, errors))
-
-    threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
-    latencies = [value for lat, _ in results for value in lat]
-    return Load(len(latencies), sum(e for _, e in results), elapsed, latencies)
 
 
 def seed(fake: Any) -> tuple[Any, str]:
