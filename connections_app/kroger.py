@@ -42,6 +42,8 @@ from oauthlib.oauth2 import (
     InvalidGrantError,
     InvalidScopeError,
     OAuth2Error,
+    ServerError,
+    TemporarilyUnavailableError,
     UnauthorizedClientError,
 )
 from requests.auth import HTTPBasicAuth
@@ -82,8 +84,10 @@ class KrogerError(Exception):
 
     @property
     def grant_dead(self) -> bool:
-        """The stored grant can no longer be used: someone has to authorize again."""
-        return self.kind == "invalid_grant" or (self.grant == REFRESH and self.status == 400)
+        """The stored grant can no longer be used: someone has to authorize again. Only
+        ``invalid_grant`` says so (a refresh token used already, expired or revoked); any
+        other refusal, even an HTTP 400, leaves the grant to be tried again."""
+        return self.kind == "invalid_grant"
 
 
 @dataclass(frozen=True)
@@ -392,6 +396,16 @@ def _token_error(
     env = Environment.label_of(environment)
     description = _short(str(body.get("error_description") or ""))
     said = f" Kroger said: {description}" if description else ""
+    if isinstance(refusal, TemporarilyUnavailableError | ServerError):
+        # RFC 6749 section 5.2 lets a token endpoint say "not now" with a 400: Kroger was
+        # unwell, the grant is not refused, and a later try may well succeed.
+        return KrogerError(
+            "server",
+            f"Kroger ({env}) could not issue a token just now ({refusal.error}, HTTP {status}). "
+            f"The portal tries again in a few minutes.{said}",
+            status=status,
+            grant=grant,
+        )
     if "redirect_uri" in description.lower() or "redirect uri" in description.lower():
         return KrogerError(
             "redirect_uri",

@@ -173,14 +173,15 @@ def test_an_idle_connection_whose_token_lapsed_is_online_and_says_so(
     assert "Access token lapsed" not in page
 
 
+@pytest.mark.parametrize("failure", ["500", "temporarily_unavailable", "server_error"])
 def test_kroger_unreachable_for_an_idle_daily_renewal_keeps_it_online_and_tells_no_one(
-    connection: Connection, fake_kroger: FakeKroger, admin_user: Any
+    failure: str, connection: Connection, fake_kroger: FakeKroger, admin_user: Any
 ) -> None:
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=-10))
     stored = reloaded(connection)
     stored.authorized_at = timezone.now() - timedelta(hours=25)
     stored.save()
-    fake_kroger.fail_token("500")
+    fake_kroger.fail_token(failure)
 
     assert worker.refresh_due(concurrency=1) == 1
 

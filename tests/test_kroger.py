@@ -232,6 +232,8 @@ def test_client_credentials_refuse_shopper_scopes(fake: FakeKroger) -> None:
     ("failure", "kind", "hint", "transient"),
     [
         ("500", "server", "server error", True),
+        ("temporarily_unavailable", "server", "could not issue a token just now", True),
+        ("server_error", "server", "could not issue a token just now", True),
         ("timeout", "timeout", "did not answer within 2 seconds", True),
         ("garbage", "garbage", "not JSON", True),
         ("invalid_grant", "invalid_grant", "refresh token", False),
@@ -255,6 +257,7 @@ def test_each_token_failure_has_a_kind_and_a_message(
     assert caught.value.kind == kind
     assert hint in caught.value.message
     assert caught.value.transient is transient
+    assert caught.value.grant_dead is (kind == "invalid_grant")
     assert refresh not in caught.value.message
 
 
@@ -503,9 +506,11 @@ def test_an_error_report_of_a_crash_while_reading_krogers_answer_shows_no_secret
         (
             400,
             {"error": "temporarily_unavailable", "error_description": "Try later"},
-            "error",
-            "temporarily_unavailable (HTTP 400). Kroger said: Try later",
+            "server",
+            "just now (temporarily_unavailable, HTTP 400). The portal tries again in a few "
+            "minutes. Kroger said: Try later",
         ),
+        (400, {"error": "server_error"}, "server", "just now (server_error, HTTP 400)"),
         (400, {"error": "no_such_error"}, "error", "no_such_error (HTTP 400)"),
         (400, {"message": "no"}, "error", "Kroger refused the token request: HTTP 400."),
     ],
@@ -527,6 +532,8 @@ def test_each_answer_of_the_token_endpoint_has_a_kind_and_a_message(
         )
     assert (caught.value.kind, caught.value.status) == (kind, status)
     assert hint in caught.value.message
+    # Only invalid_grant loses the grant; a 400 that says anything else leaves it to retry.
+    assert caught.value.grant_dead is (kind == "invalid_grant")
     assert len(fake.token_calls) == 1  # a redirect is not followed
 
 

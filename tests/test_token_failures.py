@@ -38,13 +38,11 @@ def refresh_calls(fake: FakeKroger) -> list[dict[str, Any]]:
     return fake.token_calls_for("refresh_token")
 
 
-@pytest.mark.parametrize("failure", ["invalid_grant", "redirect_uri"])
 def test_a_dead_refresh_token_needs_reauthorization_and_emails_people(
-    failure: str, connection: Connection, fake_kroger: FakeKroger, admin_user: Any
+    connection: Connection, fake_kroger: FakeKroger, admin_user: Any
 ) -> None:
-    # redirect_uri is the fake's HTTP 400 that is not invalid_grant: any 400 on refresh counts.
     authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
-    fake_kroger.fail_token(failure)
+    fake_kroger.fail_token("invalid_grant")
 
     with pytest.raises(TokenUnavailable) as caught:
         lifecycle.get_access_token(reloaded(connection))
@@ -61,7 +59,7 @@ def test_a_dead_refresh_token_needs_reauthorization_and_emails_people(
     assert f"https://portal.test/connections/{connection.code}/" in email.body
     assert connection.refresh_token not in email.body
     event = AuditEvent.objects.get(action=AuditAction.REFRESH_FAILED)
-    assert "invalid_grant" in event.detail or "400" in event.detail
+    assert "invalid_grant" in event.detail
     assert connection.refresh_token not in event.detail
 
 
@@ -80,7 +78,46 @@ def test_a_connection_needing_reauthorization_is_not_retried(
     assert len(mail.outbox) == 1
 
 
-@pytest.mark.parametrize("failure", ["500", "timeout", "garbage"])
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        ("temporarily_unavailable", "Kroger unreachable: "),
+        ("server_error", "Kroger unreachable: "),
+        # The fake's HTTP 400 invalid_request: a refusal, but not of the grant.
+        ("redirect_uri", "Kroger refused the refresh: "),
+    ],
+)
+def test_a_refresh_answered_400_without_invalid_grant_leaves_the_grant_to_retry(
+    failure: str, reason: str, connection: Connection, fake_kroger: FakeKroger, admin_user: Any
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(minutes=-1))
+    fake_kroger.fail_token(failure)
+
+    with pytest.raises(TokenUnavailable) as caught:
+        lifecycle.get_access_token(reloaded(connection))
+
+    assert caught.value.code == "kroger_unavailable"
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.OFFLINE
+    assert stored.status_reason.startswith(reason)
+    assert not stored.needs_reauthorization
+    assert stored.next_refresh_at is not None and stored.renewal_due_at is not None
+    [email] = mail.outbox
+    assert "offline" in email.subject and "authorized again" not in email.subject
+
+    # The backoff runs out: the same refresh token renews the grant, and it is Online again.
+    Connection.objects.filter(pk=connection.pk).update(next_refresh_at=timezone.now())
+    token = lifecycle.get_access_token(reloaded(connection))
+    stored = reloaded(connection)
+    assert stored.status == ConnectionStatus.ONLINE and stored.refresh_failures == 0
+    assert token.access_token == stored.access_token != connection.access_token
+    assert [call["refresh_token"] for call in refresh_calls(fake_kroger)] == [
+        connection.refresh_token,
+        connection.refresh_token,
+    ]
+
+
+@pytest.mark.parametrize("failure", ["500", "timeout", "garbage", "temporarily_unavailable"])
 def test_a_transient_failure_keeps_a_connection_with_a_valid_token_online(
     failure: str, connection: Connection, fake_kroger: FakeKroger, owner: Any
 ) -> None:
@@ -99,7 +136,7 @@ def test_a_transient_failure_keeps_a_connection_with_a_valid_token_online(
     assert AuditEvent.objects.filter(action=AuditAction.REFRESH_FAILED).count() == 1
 
 
-@pytest.mark.parametrize("failure", ["500", "timeout", "garbage"])
+@pytest.mark.parametrize("failure", ["500", "timeout", "garbage", "server_error"])
 def test_a_transient_failure_without_a_valid_token_is_offline_and_emails_once(
     failure: str, connection: Connection, fake_kroger: FakeKroger, admin_user: Any
 ) -> None:

@@ -47,6 +47,9 @@ TOKEN_FAILURES = frozenset(
         "invalid_client",
         "invalid_scope",
         "redirect_uri",
+        # RFC 6749 "not now" answers, sent with HTTP 400 like the refusals above.
+        "temporarily_unavailable",
+        "server_error",
     }
 )
 
