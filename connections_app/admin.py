@@ -23,6 +23,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.text import capfirst
 
 from connections_app import webhooks
+from connections_app.access import role_of
 from connections_app.accounts import end_all_sessions
 from connections_app.fields import secret_state
 from connections_app.forms import ConnectionRulesForm, banner_field, changed_labels
@@ -534,11 +535,80 @@ class WebhookAttemptAdmin(ReadOnlyAdmin):
     date_hierarchy = "at"
 
 
+def role_state(user: Any) -> dict[str, Any]:
+    """What decides what someone may do: read from the database, so an edit can be compared."""
+    return {
+        "role": role_of(user) or "No role",
+        "groups": sorted(user.groups.values_list("name", flat=True)),
+        "permissions": sorted(
+            f"{app}.{codename}"
+            for app, codename in user.user_permissions.values_list(
+                "content_type__app_label", "codename"
+            )
+        ),
+        "is_staff": user.is_staff,
+        "is_superuser": user.is_superuser,
+        "is_active": user.is_active,
+    }
+
+
+def role_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Each difference in words: "Groups: Viewers → Editors, Viewers", "Active: yes → no"."""
+
+    def names(values: list[str]) -> str:
+        return ", ".join(values) or "none"
+
+    def yes_no(value: bool) -> str:
+        return "yes" if value else "no"
+
+    changes = []
+    for key, label in (("role", "Role"), ("groups", "Groups")):
+        if before[key] != after[key]:
+            old, new = before[key], after[key]
+            if key == "groups":
+                old, new = names(old), names(new)
+            changes.append(f"{label}: {old} → {new}")
+    added = sorted(set(after["permissions"]) - set(before["permissions"]))
+    removed = sorted(set(before["permissions"]) - set(after["permissions"]))
+    if added:
+        changes.append(f"Permissions added: {names(added)}")
+    if removed:
+        changes.append(f"Permissions removed: {names(removed)}")
+    for key, label in (
+        ("is_superuser", "Superuser"),
+        ("is_staff", "Staff"),
+        ("is_active", "Active"),
+    ):
+        if before[key] != after[key]:
+            changes.append(f"{label}: {yes_no(before[key])} → {yes_no(after[key])}")
+    return changes
+
+
 class PortalUserAdmin(UserAdmin):
+    """Role changes (groups, permissions, superuser, staff and active status) go to the audit
+    log, naming who changed whose role from what to what."""
+
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        deactivated = change and "is_active" in form.changed_data and not obj.is_active
+        if change:
+            stored = get_user_model().objects.get(pk=obj.pk)
+            obj._role_before = role_state(stored)
         super().save_model(request, obj, form, change)
-        if deactivated:
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)  # groups and permissions
+        obj = form.instance
+        before = getattr(obj, "_role_before", None)
+        if before is None:
+            return
+        after = role_state(obj)
+        if changes := role_changes(before, after):
+            AuditEvent.record(
+                AuditAction.ROLE_CHANGED,
+                actor=request.user,
+                subject=obj.email or obj.get_username(),
+                detail="; ".join(changes) + " (in the admin)",
+            )
+        if before["is_active"] and not after["is_active"]:
             # A deactivated person is signed out everywhere at once, not at their next request.
             ended = end_all_sessions(obj, by=request.user)
             self.message_user(request, f"{obj.email or obj} was signed out of {ended} session(s).")
