@@ -73,6 +73,7 @@ def configure(db_url: str, kroger_url: str) -> None:
 def seed(fake: Any, clock: Clock) -> list[int]:
     """The connections, all authorized, tokens lapsed, grants renewed during the last day;
     the first USED of them (by primary key) are the ones in use."""
+    from connections_app import renewal_policy
     from connections_app.models import Connection, GrantType, OAuthClient, Scope
 
     secret = secrets.token_urlsafe(16)
@@ -100,7 +101,7 @@ def seed(fake: Any, clock: Clock) -> list[int]:
             granted_scopes="product.compact",
             authorized_at=renewed,
         )
-        row.renewal_due_at = row.renewal_due()
+        row.renewal_due_at = renewal_policy.renewal_due(row)
         rows.append(row)
     Connection.objects.bulk_create(rows, batch_size=500)
     scope = Scope.objects.get(name="product.compact")

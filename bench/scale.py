@@ -82,6 +82,7 @@ def insert(clients: list[Any], start: int, count: int) -> None:
     next renewal a day away at most), a few in each state that needs attention."""
     from django.utils import timezone
 
+    from connections_app import renewal_policy
     from connections_app.models import NEEDS_REAUTHORIZATION, Connection, Scope
 
     now = timezone.now()
@@ -111,7 +112,7 @@ def insert(clients: list[Any], start: int, count: int) -> None:
                     row.status_reason = (
                         NEEDS_REAUTHORIZATION if kind == 97 else "Kroger unreachable: timeout"
                     )
-            row.renewal_due_at = row.renewal_due()
+            row.renewal_due_at = renewal_policy.renewal_due(row)
             rows.append(row)
         Connection.objects.bulk_create(rows)
         made = Connection.objects.filter(name__gte=rows[0].name, name__lte=rows[-1].name)

@@ -14,7 +14,7 @@ from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, Validat
 from django.db.models import Model, QuerySet
 from django.http import Http404
 
-from connections_app.models import Connection, OAuthClient, ServiceKey
+from connections_app.models import Connection, OAuthClient, ServiceKey, WebhookEndpoint
 
 M = TypeVar("M", bound=Model)
 
@@ -105,10 +105,8 @@ def require_administrator(user: Any, what: str = "service keys") -> None:
         raise RoleRequired(ADMINISTRATORS, f"Only administrators manage {what}.")
 
 
-def get_webhook_endpoint_for_admin(user: Any, code: uuid.UUID | str) -> Any:
+def get_webhook_endpoint_for_admin(user: Any, code: uuid.UUID | str) -> WebhookEndpoint:
     """A webhook endpoint, for administrators only: endpoints learn of every connection."""
-    from connections_app.models import WebhookEndpoint
-
     require_administrator(user, "webhooks")
     try:
         return WebhookEndpoint.objects.select_related("created_by").get(code=code)

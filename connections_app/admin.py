@@ -22,13 +22,12 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.text import capfirst
 
-from connections_app import webhooks
+from connections_app import changes, webhooks
 from connections_app.access import role_of
 from connections_app.accounts import end_all_sessions
 from connections_app.fields import secret_state
 from connections_app.forms import ConnectionRulesForm, banner_field, changed_labels
 from connections_app.models import (
-    TOKENS_DISCARDED,
     ApiBudget,
     ApiUsage,
     AuditAction,
@@ -43,8 +42,6 @@ from connections_app.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
-    WebhookEvent,
-    changes_detail,
     client_id_validator,
     client_secret_validator,
 )
@@ -143,12 +140,12 @@ class OAuthClientAdmin(admin.ModelAdmin):
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
         if change:
-            obj.record_changed(request.user, changed_labels(form))
+            changes.client_changed(obj, request.user, changed_labels(form))
         else:
-            obj.record_created(request.user)
+            changes.client_created(obj, request.user)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        obj.delete_recorded(request.user)
+        changes.delete_client(obj, request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for obj in queryset:
@@ -209,20 +206,19 @@ class ConnectionAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         # Only the edited columns: the tokens read with this page may have been rotated since.
-        discarded = obj.save_settings(form.changed_data)
+        discarded = changes.save_connection_edit(
+            obj, request.user, form.changed_data, changed_labels(form)
+        )
         if discarded:
-            self.message_user(request, TOKENS_DISCARDED, messages.WARNING)
-        obj.record_changed(request.user, changed_labels(form), tokens_discarded=discarded)
+            self.message_user(request, changes.TOKENS_DISCARDED, messages.WARNING)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         if not change:  # after the scopes are saved, so that the event can name them
-            form.instance.record_created(request.user)
+            changes.connection_created(form.instance, request.user)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        with transaction.atomic():
-            webhooks.emit_connection_event(WebhookEvent.CONNECTION_DELETED, obj)
-            obj.delete_recorded(request.user)
+        changes.delete_connection(obj, request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for obj in queryset:
@@ -341,7 +337,7 @@ class ServiceKeyAdmin(AccessibleWidgetsMixin, admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         obj.save(update_fields=self.EDITABLE_FIELDS)
-        if detail := changes_detail(changed_labels(form)):
+        if detail := changes.changes_detail(changed_labels(form)):
             AuditEvent.record(
                 AuditAction.SERVICE_KEY_CHANGED, actor=request.user, service_key=obj, detail=detail
             )

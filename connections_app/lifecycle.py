@@ -22,7 +22,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from connections_app import budgets, kroger, notifications, webhooks
+from connections_app import budgets, kroger, notifications, renewal_policy, webhooks
 from connections_app.crypto import DecryptionError
 from connections_app.models import (
     KROGER_UNREACHABLE,
@@ -101,9 +101,9 @@ def _needs_reauthorization() -> TokenUnavailable:
 
 def get_access_token(connection: Connection, *, actor: Actor = SYSTEM) -> AccessToken:
     """A usable access token: the stored one while the connection is Online and the token
-    is valid for more than ``refresh_margin()``, otherwise a refreshed one (refresh grant,
-    or a new client-credentials token), obtained under the row lock so that concurrent
-    callers cause a single call to Kroger.
+    is valid for more than ``renewal_policy.refresh_margin``, otherwise a refreshed one
+    (refresh grant, or a new client-credentials token), obtained under the row lock so that
+    concurrent callers cause a single call to Kroger.
 
     Raises TokenUnavailable (codes: ``not_authorized``, ``needs_reauthorization``,
     ``kroger_unavailable``) when none can be had.
@@ -130,7 +130,7 @@ def note_hand_out(connection: Connection, now: datetime | None = None) -> None:
     now = now or timezone.now()
     before = connection.handed_out_at
     connection.handed_out_at = now
-    due = connection.renewal_due()
+    due = renewal_policy.renewal_due(connection)
     if due == connection.renewal_due_at:
         connection.handed_out_at = before
         return
@@ -153,7 +153,7 @@ def _token_for(connection: Connection, actor: Actor) -> tuple[Connection, Access
     if connection.status == ConnectionStatus.ONLINE:
         now = timezone.now()
         try:
-            fresh = connection.token_valid_for(now) > connection.refresh_margin()
+            fresh = connection.token_valid_for(now) > renewal_policy.refresh_margin(connection)
         except DecryptionError:
             fresh = False  # the locked path says so, and takes the connection Offline
         token = connection.current_token(now) if fresh else None
@@ -196,7 +196,7 @@ def _renew_waiting(connection: Connection, request: Request) -> tuple[Connection
 
 def due_for_refresh(*, now: datetime | None = None) -> QuerySet[Connection]:
     """Connections whose renewal is due by the keep-alive policy (``renewal_due_at``, kept
-    by Connection.renewal_due() with every token change and hand-out), earliest first."""
+    by ``renewal_policy.renewal_due`` with every token change and hand-out), earliest first."""
     now = now or timezone.now()
     return Connection.objects.filter(renewal_due_at__lte=now).order_by("renewal_due_at")
 
@@ -267,7 +267,7 @@ def _claim_and_renew(
         if connection is None:
             return None
         outcome = _renew_locked(connection, request)
-        due = connection.renewal_due()
+        due = renewal_policy.renewal_due(connection)
         if connection.renewal_due_at != due:  # e.g. the lease of a worker's claim
             Connection.objects.filter(pk=connection.pk).update(renewal_due_at=due)
             connection.renewal_due_at = due
@@ -292,12 +292,13 @@ def _renew_readable(connection: Connection, request: Request, now: datetime) -> 
     usable = connection.usable_token(now)
     backing_off = connection.next_refresh_at is not None and connection.next_refresh_at > now
     if request.want is Want.USABLE:
-        if usable is not None and connection.token_valid_for(now) > connection.refresh_margin():
+        margin = renewal_policy.refresh_margin(connection)
+        if usable is not None and connection.token_valid_for(now) > margin:
             return Outcome("refreshed by another caller", token=usable)
         if backing_off:
             return _backing_off(connection, now)
     elif request.want is Want.DUE:
-        due = connection.renewal_due()
+        due = renewal_policy.renewal_due(connection)
         if due is None or due > now:
             return Outcome(NOT_DUE, token=usable)
         if backing_off:  # due because a warm token lapsed while backing off
@@ -565,7 +566,7 @@ def _refresh_failed(
         retry_at = now + refresh_backoff(failures)
         prefix = KROGER_UNREACHABLE if exc.transient else "Kroger refused the refresh"
         fields: dict[str, Any] = {"refresh_failures": failures, "next_refresh_at": retry_at}
-        idle_renewal = exc.transient and background and not connection.is_warm(now)
+        idle_renewal = exc.transient and background and not renewal_policy.is_warm(connection, now)
         if connection.usable_token(now) is None and not idle_renewal:
             # Nothing usable left (expired, or Offline: refused by Kroger): say so, and
             # tell people once.

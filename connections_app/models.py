@@ -26,6 +26,8 @@ from django.db import connections, models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from connections_app import renewal_policy
+from connections_app.choices import ConnectionStatus, GrantType
 from connections_app.crypto import fingerprint
 from connections_app.environments import Environment
 from connections_app.fields import UNREADABLE, EncryptedTextField, secret_state
@@ -40,12 +42,8 @@ scope_name_validator = RegexValidator(
 )
 
 
-__all__ = ["Environment"]  # re-exported: the choices of every environment field
-
-
-class GrantType(models.TextChoices):
-    AUTHORIZATION_CODE = "authorization_code", "Authorization code"
-    CLIENT_CREDENTIALS = "client_credentials", "Client credentials"
+# Re-exported: the choices of the fields below, where the rest of the portal finds them.
+__all__ = ["ConnectionStatus", "Environment", "GrantType"]
 
 
 # The Kroger banners that can brand the consent page (the authorize URL's ``banner``); a
@@ -166,26 +164,6 @@ class OAuthClient(models.Model):
     def allows_scope(self, scope: Scope) -> bool:
         return scope.usable_with(self.grant_type)
 
-    # The audit trail of what people do to a client, wherever they do it (pages or admin).
-    def record_created(self, actor: Any) -> None:
-        AuditEvent.record(
-            AuditAction.CLIENT_CREATED,
-            actor=actor,
-            client=self,
-            detail=f"{self.get_environment_display()}, {self.get_grant_type_display()}",
-        )
-
-    def record_changed(self, actor: Any, labels: Iterable[str]) -> None:
-        """Record an edit by the labels of the fields it changed (never their values)."""
-        if detail := changes_detail(labels):
-            AuditEvent.record(AuditAction.CLIENT_CHANGED, actor=actor, client=self, detail=detail)
-
-    def delete_recorded(self, actor: Any) -> None:
-        """Delete, with its audit event; raises ProtectedError while a connection uses it."""
-        with transaction.atomic():
-            AuditEvent.record(AuditAction.CLIENT_DELETED, actor=actor, client=self)
-            self.delete()
-
     def clean(self) -> None:
         """A client in use keeps its environment and grant type: its connections' environment,
         scopes and tokens were chosen for them."""
@@ -217,25 +195,6 @@ class OAuthClient(models.Model):
                 for name, label in changed
             }
         )
-
-
-def changes_detail(labels: Iterable[str]) -> str:
-    """An audit detail naming what an edit changed, by field label; "" when nothing did."""
-    names = list(labels)
-    return "Changed: " + ", ".join(names) if names else ""
-
-
-# What people are told, on the pages and in the admin, when an edit forgets the tokens.
-TOKENS_DISCARDED = (
-    "The OAuth 2.0 client or environment changed, so the tokens issued for the old one were "
-    "discarded. Authorize the connection again."
-)
-
-
-class ConnectionStatus(models.TextChoices):
-    NOT_AUTHORIZED = "not_authorized", "Not authorized"
-    ONLINE = "online", "Online"
-    OFFLINE = "offline", "Offline"
 
 
 class Attention(models.IntegerChoices):
@@ -303,6 +262,24 @@ class ConnectionTest:
     message: str
 
 
+# How much a connection needs a person, computed by the database from its status, so that the
+# list's status filter, its "needs attention first" order and its summary are index scans at
+# any number of connections.
+ATTENTION = models.Case(
+    models.When(
+        status=ConnectionStatus.OFFLINE,
+        status_reason=NEEDS_REAUTHORIZATION,
+        then=models.Value(Attention.NEEDS_REAUTHORIZATION.value),
+    ),
+    models.When(status=ConnectionStatus.OFFLINE, then=models.Value(Attention.OFFLINE.value)),
+    models.When(
+        status=ConnectionStatus.NOT_AUTHORIZED,
+        then=models.Value(Attention.NOT_AUTHORIZED.value),
+    ),
+    default=models.Value(Attention.ONLINE.value),
+)
+
+
 class Connection(models.Model):
     """A named, authorized use of an OAuth 2.0 client with a set of scopes."""
 
@@ -339,24 +316,8 @@ class Connection(models.Model):
     failure_notified = models.BooleanField(
         default=False, help_text="People were told of a failure and will be told of recovery."
     )
-    # Computed by the database from the status, so that the list's status filter, its "needs
-    # attention first" order and its summary are index scans at any number of connections.
     attention = models.GeneratedField(
-        expression=models.Case(
-            models.When(
-                status=ConnectionStatus.OFFLINE,
-                status_reason=NEEDS_REAUTHORIZATION,
-                then=models.Value(Attention.NEEDS_REAUTHORIZATION.value),
-            ),
-            models.When(
-                status=ConnectionStatus.OFFLINE, then=models.Value(Attention.OFFLINE.value)
-            ),
-            models.When(
-                status=ConnectionStatus.NOT_AUTHORIZED,
-                then=models.Value(Attention.NOT_AUTHORIZED.value),
-            ),
-            default=models.Value(Attention.ONLINE.value),
-        ),
+        expression=ATTENTION,
         output_field=models.PositiveSmallIntegerField(choices=Attention.choices),
         db_persist=True,
     )
@@ -388,28 +349,13 @@ class Connection(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    # Writes that change what renewal_due() reads keep renewal_due_at true with them.
-    RENEWAL_INPUTS = frozenset(
-        {
-            "status",
-            "status_reason",
-            "access_token",
-            "token_expires_at",
-            "handed_out_at",
-            "last_refreshed_at",
-            "authorized_at",
-            "next_refresh_at",
-            "client",
-        }
-    )
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         """renewal_due_at is derived: every save of what it depends on recomputes it."""
         update_fields = kwargs.get("update_fields")
         if update_fields is None:
-            self.renewal_due_at = self.renewal_due()
-        elif self.RENEWAL_INPUTS & set(update_fields):
-            self.renewal_due_at = self.renewal_due()
+            self.renewal_due_at = renewal_policy.renewal_due(self)
+        elif renewal_policy.INPUTS & set(update_fields):
+            self.renewal_due_at = renewal_policy.renewal_due(self)
             if "renewal_due_at" not in update_fields:
                 kwargs["update_fields"] = [*update_fields, "renewal_due_at"]
         super().save(*args, **kwargs)
@@ -475,20 +421,6 @@ class Connection(models.Model):
             return timedelta(0)
         return max(self.token_expires_at - (now or timezone.now()), timedelta(0))
 
-    # How long a handed-out token must stay valid; below this it is refreshed first.
-    TOKEN_SAFETY_MARGIN = timedelta(minutes=2)
-
-    def refresh_margin(self) -> timedelta:
-        """How long the stored token must still be valid to be handed out without a refresh:
-        the safety margin, or half the token's lifetime when Kroger issues tokens that short
-        (else every call would refresh, and get another token just as short)."""
-        obtained = max(filter(None, [self.authorized_at, self.last_refreshed_at]), default=None)
-        if obtained is None or self.token_expires_at is None:
-            return self.TOKEN_SAFETY_MARGIN
-        # Never below zero: a token that expired as it arrived has no margin, not a negative one.
-        lifetime = max(self.token_expires_at - obtained, timedelta(0))
-        return min(self.TOKEN_SAFETY_MARGIN, lifetime / 2)
-
     @property
     def token_lapsed(self) -> bool:
         """Online, but the access token has expired: an idle connection whose grant is alive.
@@ -527,82 +459,8 @@ class Connection(models.Model):
         fields["updated_at"] = timezone.now()
         for name, value in fields.items():
             setattr(self, name, value)
-        self.renewal_due_at = fields["renewal_due_at"] = self.renewal_due()
+        self.renewal_due_at = fields["renewal_due_at"] = renewal_policy.renewal_due(self)
         Connection.objects.filter(pk=self.pk).update(**fields)
-
-    # --- The keep-alive policy (see README "The worker") ---------------------------------
-    #
-    # Warm: a token was handed out within KEEP_WARM_SECONDS; its access token is renewed
-    # RENEW_AHEAD before it expires, so callers never wait for Kroger. Idle: an
-    # authorization-code grant is renewed KEEP_ALIVE_HOURS after its last renewal (Kroger's
-    # refresh tokens live about six months), and on demand; an idle client-credentials
-    # connection has no grant to keep and is never renewed in the background.
-
-    RENEW_AHEAD = timedelta(minutes=5)
-
-    @staticmethod
-    def keep_warm() -> timedelta:
-        return timedelta(seconds=settings.KEEP_WARM_SECONDS)
-
-    @staticmethod
-    def keep_alive() -> timedelta:
-        return timedelta(hours=settings.KEEP_ALIVE_HOURS)
-
-    def renew_ahead(self) -> timedelta:
-        """How long before expiry a warm token is renewed: RENEW_AHEAD, or half the token's
-        lifetime when Kroger issues tokens that short."""
-        obtained = max(filter(None, [self.authorized_at, self.last_refreshed_at]), default=None)
-        if obtained is None or self.token_expires_at is None:
-            return self.RENEW_AHEAD
-        return min(self.RENEW_AHEAD, (self.token_expires_at - obtained) / 2)
-
-    def is_warm(self, now: datetime | None = None) -> bool:
-        return self.handed_out_at is not None and self.handed_out_at > (
-            (now or timezone.now()) - self.keep_warm()
-        )
-
-    @property
-    def grant_renewed_at(self) -> datetime:
-        """When the grant was last renewed: the latest refresh or consent."""
-        times = [t for t in (self.last_refreshed_at, self.authorized_at) if t is not None]
-        return max(times) if times else self.created_at or timezone.now()
-
-    def renewal_due(self) -> datetime | None:
-        """When the worker should next look at this connection, by the keep-alive policy;
-        None when it never should (nothing to renew, or only a person can help).
-
-        While a failed renewal backs off, nothing is renewed before the backoff ends, except
-        that a warm connection is looked at when its token expires: callers then have no
-        token, so it is Offline and people are told (the renewal still waits)."""
-        if (
-            self.status == ConnectionStatus.NOT_AUTHORIZED
-            or not self.is_authorized
-            or self.needs_reauthorization
-        ):
-            return None
-        candidates: list[datetime] = []
-        renew_warm_at: datetime | None = None
-        if self.token_expires_at is not None and self.handed_out_at is not None:
-            renew_at = self.token_expires_at - self.renew_ahead()
-            if renew_at <= self.handed_out_at + self.keep_warm():
-                renew_warm_at = renew_at
-                candidates.append(renew_at)
-        if self.grant_type == GrantType.AUTHORIZATION_CODE:
-            candidates.append(self.grant_renewed_at + self.keep_alive())
-        if not candidates:
-            return None
-        due = min(candidates)
-        if self.next_refresh_at is not None and self.next_refresh_at > due:
-            due = self.next_refresh_at
-            lapses_at = self.token_expires_at
-            if (
-                renew_warm_at is not None
-                and lapses_at is not None
-                and self.status == ConnectionStatus.ONLINE
-                and lapses_at < due
-            ):
-                due = lapses_at
-        return due
 
     def store_tokens(
         self,
@@ -615,7 +473,7 @@ class Connection(models.Model):
     ) -> None:
         """Keep a fresh token response; an omitted refresh token keeps the stored one."""
         now = now or timezone.now()
-        if timedelta(seconds=expires_in) <= self.TOKEN_SAFETY_MARGIN:
+        if timedelta(seconds=expires_in) <= renewal_policy.TOKEN_SAFETY_MARGIN:
             logger.warning(
                 "Connection %s: Kroger issued a token valid for only %s seconds",
                 self.code,
@@ -665,32 +523,6 @@ class Connection(models.Model):
         self.failure_notified = False
         self.handed_out_at = None
         self.save(update_fields=[*self.TOKEN_STATE_FIELDS, "updated_at"])
-
-    # The audit trail of what people do to a connection, wherever they do it.
-    def record_created(self, actor: Any) -> None:
-        """Record the new connection; after its scopes are saved, so that it can name them."""
-        AuditEvent.record(
-            AuditAction.CONNECTION_CREATED,
-            actor=actor,
-            connection=self,
-            detail=f"{self.get_environment_display()}, scopes: {self.scope_string()}",
-        )
-
-    def record_changed(
-        self, actor: Any, labels: Iterable[str], *, tokens_discarded: bool = False
-    ) -> None:
-        """Record an edit by the labels of the fields it changed (never their values)."""
-        if detail := changes_detail(labels):
-            if tokens_discarded:
-                detail += "; stored tokens discarded"
-            AuditEvent.record(
-                AuditAction.CONNECTION_CHANGED, actor=actor, connection=self, detail=detail
-            )
-
-    def delete_recorded(self, actor: Any) -> None:
-        with transaction.atomic():
-            AuditEvent.record(AuditAction.CONNECTION_DELETED, actor=actor, connection=self)
-            self.delete()
 
     # What the token operations own; an edit of the settings never writes these.
     TOKEN_STATE_FIELDS = (

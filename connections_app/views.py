@@ -25,7 +25,7 @@ from django.views.decorators.http import (
     require_safe,
 )
 
-from connections_app import budgets, consent, lifecycle, site_address, webhooks
+from connections_app import budgets, changes, consent, lifecycle, site_address
 from connections_app.access import (
     can_edit,
     get_client_for_user,
@@ -45,13 +45,11 @@ from connections_app.forms import (
 from connections_app.key_ring_check import unreadable_secrets
 from connections_app.lifecycle import Actor
 from connections_app.models import (
-    TOKENS_DISCARDED,
     Connection,
     ConnectionStatus,
     GrantType,
     OAuthClient,
     TokenUnavailable,
-    WebhookEvent,
 )
 
 PAGE_SIZE = 25
@@ -197,7 +195,7 @@ def client_create(request: HttpRequest) -> HttpResponse:
         client = form.save(commit=False)
         client.created_by = request.user if request.user.is_authenticated else None
         client.save()
-        client.record_created(request.user)
+        changes.client_created(client, request.user)
         if request.GET.get("dialog") == "1":
             return _client_json(client, status=201)
         messages.success(request, f"OAuth 2.0 client “{client.name}” created.")
@@ -214,7 +212,7 @@ def client_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         changed = changed_labels(form)
         client = form.save()
-        client.record_changed(request.user, changed)
+        changes.client_changed(client, request.user, changed)
         if request.GET.get("dialog") == "1":
             return _client_json(client)
         messages.success(request, f"OAuth 2.0 client “{client.name}” saved.")
@@ -240,7 +238,7 @@ def client_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
             messages.error(request, refusal)
             return redirect("client_list")
         try:
-            client.delete_recorded(request.user)
+            changes.delete_client(client, request.user)
         except ProtectedError:  # a connection was added meanwhile
             messages.error(request, "This client is now used by a connection: it was kept.")
             return redirect("client_list")
@@ -398,24 +396,25 @@ def _save_connection(
         connection.created_by = request.user if request.user.is_authenticated else None
         connection.save()
         form.save_m2m()
-        connection.record_created(request.user)
+        changes.connection_created(connection, request.user)
         if announce:
             messages.success(request, f"Connection “{connection.name}” created.")
         return connection
     # Only the edited columns: a full save would restore tokens a refresh rotated meanwhile.
     connection = form.save(commit=False)
     with transaction.atomic():
-        discarded = connection.save_settings(form.changed_data)
+        discarded = changes.save_connection_edit(
+            connection, request.user, form.changed_data, changed
+        )
         form.save_m2m()
     if discarded:
-        messages.warning(request, TOKENS_DISCARDED)
+        messages.warning(request, changes.TOKENS_DISCARDED)
     elif had_tokens and "scopes" in form.changed_data:
         messages.warning(
             request,
             "Scopes changed: reauthorize the connection for Kroger to grant them. Until then it "
             "keeps the scopes it was granted.",
         )
-    connection.record_changed(request.user, changed, tokens_discarded=discarded)
     if announce:
         messages.success(request, f"Connection “{connection.name}” saved.")
     return connection
@@ -475,9 +474,7 @@ def connection_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     if request.method == "POST":
         name = connection.name
-        with transaction.atomic():  # the event is sent only if the deletion is made
-            webhooks.emit_connection_event(WebhookEvent.CONNECTION_DELETED, connection)
-            connection.delete_recorded(request.user)
+        changes.delete_connection(connection, request.user)
         messages.success(request, f"Connection “{name}” deleted.")
         return redirect("home")
     return render(request, "connections/connection_confirm_delete.html", {"connection": connection})

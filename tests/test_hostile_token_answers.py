@@ -16,7 +16,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from connections_app import lifecycle, worker
+from connections_app import lifecycle, renewal_policy, worker
 from connections_app.models import Connection, ConnectionStatus, ServiceKey
 from tests.connection_states import authorize, reloaded
 from tests.fakes.fake_kroger import FakeKroger
@@ -222,7 +222,7 @@ def test_a_stored_token_that_expired_before_it_was_obtained_is_renewed_not_a_500
 
     assert response.status_code == 200
     assert response.json()["access_token"] in fake_kroger.access_tokens
-    assert reloaded(connection).refresh_margin() >= timedelta(0)
+    assert renewal_policy.refresh_margin(reloaded(connection)) >= timedelta(0)
 
 
 @pytest.mark.parametrize("name", IGNORES_SCOPE)

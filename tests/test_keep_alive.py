@@ -16,7 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from connections_app import kroger, lifecycle, worker
+from connections_app import kroger, lifecycle, renewal_policy, worker
 from connections_app.lifecycle import Actor
 from connections_app.models import (
     Connection,
@@ -41,7 +41,7 @@ def test_a_hand_out_makes_an_idle_connection_warm(
     lifecycle.get_access_token(idle)
 
     warm = reloaded(connection)
-    assert warm.handed_out_at is not None and warm.is_warm()
+    assert warm.handed_out_at is not None and renewal_policy.is_warm(warm)
     assert warm.renewal_due_at == warm.token_expires_at - timedelta(minutes=5)  # type: ignore[operator]
     assert fake_kroger.token_calls == []
 
@@ -70,7 +70,7 @@ def test_a_connection_not_used_within_keep_warm_seconds_is_idle_again(
     stored.save()
 
     stored = reloaded(connection)
-    assert not stored.is_warm()
+    assert not renewal_policy.is_warm(stored)
     # Its token is renewed 5 minutes before it expires only if that is within 10 minutes
     # of the last hand-out; it is not, so the grant's daily renewal is next.
     assert stored.renewal_due_at == stored.authorized_at + timedelta(hours=24)  # type: ignore[operator]

@@ -7,8 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from connections_app import worker
-from connections_app.models import Connection
+from connections_app import renewal_policy, worker
 
 
 def add_worker_arguments(parser: CommandParser) -> None:
@@ -23,11 +22,11 @@ def add_worker_arguments(parser: CommandParser) -> None:
 def check_worker_arguments(concurrency: int, interval: int = 0) -> None:
     if not 1 <= concurrency <= 32:
         raise CommandError("--concurrency must be between 1 and 32")
-    longest = int((Connection.RENEW_AHEAD - Connection.TOKEN_SAFETY_MARGIN).total_seconds())
+    longest = int((renewal_policy.RENEW_AHEAD - renewal_policy.TOKEN_SAFETY_MARGIN).total_seconds())
     if interval > longest:
         raise CommandError(
             f"--interval must be at most {longest} seconds: warm tokens are renewed "
-            f"{int(Connection.RENEW_AHEAD.total_seconds())} seconds before they expire, and "
+            f"{int(renewal_policy.RENEW_AHEAD.total_seconds())} seconds before they expire, and "
             "callers would otherwise wait for Kroger between two passes"
         )
 
