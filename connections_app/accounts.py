@@ -20,13 +20,21 @@ from allauth.account import app_settings as account_settings
 from allauth.account import forms, stages
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.decorators import reauthentication_required
-from allauth.account.internal.flows.login import get_authentication_records
-from allauth.account.internal.flows.reauthentication import get_reauthentication_flows
+from allauth.account.internal.flows.login import (
+    get_authentication_records,
+    record_authentication,
+)
+from allauth.account.internal.flows.reauthentication import (
+    STATE_SESSION_KEY,
+    get_reauthentication_flows,
+)
 from allauth.account.models import EmailAddress
 from allauth.account.views import SignupView
 from allauth.core import context
 from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.core.internal.httpkit import deserialize_request
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from allauth.socialaccount.models import SocialAccount
 from allauth.usersessions.adapter import DefaultUserSessionsAdapter
 from allauth.usersessions.models import UserSession
 from django.conf import settings
@@ -35,13 +43,17 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import resolve, reverse
 
 from connections_app.access import EDITORS, VIEWERS, role_of
 from connections_app.models import AuditAction, AuditEvent
 
 # Set at an SSO sign-in whose identity provider checked a second factor (``amr`` has ``mfa``).
 IDP_MFA_SESSION_KEY = "portal.mfa_by_identity_provider"
+# Marks the identity provider round trip that confirms it is the signed-in person (its state).
+REAUTHENTICATE_STATE_KEY = "portal_reauthenticate"
+SSO_PROVIDER_ID = "sso"
 
 
 def portal_is_empty() -> bool:
@@ -148,6 +160,30 @@ class AccountAdapter(DefaultAccountAdapter):
         timeout = account_settings.REAUTHENTICATION_TIMEOUT
         return not (records and time.time() - records[-1]["at"] < timeout)
 
+    def get_reauthentication_methods(self, user: Any) -> list[dict[str, Any]]:
+        """allauth's ways to confirm it is you, and signing in again at the identity provider
+        for people who have an SSO account (the only way for those with no password and no
+        second factor). Someone with no way at all is told how to get one, never a dead end."""
+        methods: list[dict[str, Any]] = super().get_reauthentication_methods(user)
+        if not user.is_authenticated:
+            return methods
+        if has_sso_account(user):
+            again = {
+                "id": "sso",
+                "description": f"Sign in again with {settings.SSO_OIDC_NAME}",
+                "url": reverse("reauthenticate_sso"),
+            }
+            return [*methods, again]
+        if not methods:
+            return [
+                {
+                    "id": "sign_in_again",
+                    "description": "Sign in again",
+                    "url": reverse("reauthenticate_sso"),
+                }
+            ]
+        return methods
+
     def get_login_stages(self) -> list[str]:
         # The portal's own e-mail verification step (see EmailVerificationStage), and its own
         # second-factor step, which knows when the identity provider did that already.
@@ -168,6 +204,68 @@ def reauthenticate_first(view: Any) -> Any:
     )
 
 
+def has_sso_account(user: Any) -> bool:
+    """Whether ``user`` has signed in through team SSO and SSO is configured, so that signing
+    in again there can confirm it is them."""
+    return bool(settings.SOCIALACCOUNT_PROVIDERS) and (
+        SocialAccount.objects.filter(user=user, provider=SSO_PROVIDER_ID).exists()
+    )
+
+
+def confirm_reauthentication(request: HttpRequest, sociallogin: Any) -> HttpResponse:
+    """The identity provider's answer to "sign in again": it counts as confirming it is you only
+    for the SSO account of the person signed in here, and only when the identity provider says
+    it checked them just now (``auth_time``, asked for with ``prompt=login``). Then the change
+    that asked for it carries on, as after allauth's own password check."""
+    user: Any = request.user
+    name = settings.SSO_OIDC_NAME
+    claims = claims_of(sociallogin)
+    account = sociallogin.account
+    if not (user.is_authenticated and account.pk is not None and account.user_id == user.pk):
+        signed_in_as = claims.get("email") or "another account"
+        return refuse(
+            request,
+            "That is not your account",
+            f"You signed in at {name} as {signed_in_as}, not as {user.email}, so nothing "
+            f"changed. Sign out of {name}, then try again and sign in there as yourself.",
+            back=True,
+        )
+    auth_time = claims.get("auth_time")
+    timeout = account_settings.REAUTHENTICATION_TIMEOUT
+    if not isinstance(auth_time, int | float) or not -60 < time.time() - auth_time < timeout:
+        return refuse(
+            request,
+            f"{name} did not ask you to sign in again",
+            f"{name} let you through without checking it is you, so nothing changed. Sign out "
+            f"of the portal and sign in again with {name}: for five minutes after that, the "
+            "portal does not ask again.",
+            back=True,
+        )
+    apply_sso_role(user, claims)
+    record_authentication(
+        request,
+        user,
+        "socialaccount",
+        reauthenticated=True,
+        provider=account.provider,
+        uid=account.uid,
+    )
+    return resume_request(request, sociallogin.state.get("next") or "/")
+
+
+def resume_request(request: HttpRequest, next_url: str) -> HttpResponse:
+    """Carry on with the request that asked to confirm it is you: replay it when it was a form
+    (a POST that allauth kept in the session), or go back to the page."""
+    suspended = request.session.pop(STATE_SESSION_KEY, None)
+    if suspended and "request" in suspended:
+        replay = deserialize_request(suspended["request"], request)
+        if replay.path == next_url:
+            match = resolve(replay.path_info)
+            response: HttpResponse = match.func(replay, *match.args, **match.kwargs)
+            return response
+    return redirect(next_url)
+
+
 def was_asked_to_verify(user: Any) -> bool:
     """Whether the account joined through the open sign-up by domain, the only way in that
     must prove the address. The first administrator and people added in the admin (who have
@@ -186,10 +284,10 @@ class EmailVerificationStage(stages.EmailVerificationStage):
         return response
 
 
-def refuse(request: HttpRequest, title: str, reason: str) -> HttpResponse:
-    return render(
-        request, "account/sign_in_refused.html", {"title": title, "reason": reason}, status=403
-    )
+def refuse(request: HttpRequest, title: str, reason: str, *, back: bool = False) -> HttpResponse:
+    """A page saying why, with a way on: back to sign-in, or (``back``) to the portal."""
+    shown = {"title": title, "reason": reason, "back": back}
+    return render(request, "account/sign_in_refused.html", shown, status=403)
 
 
 def claims_of(sociallogin: Any) -> dict[str, Any]:
@@ -254,6 +352,8 @@ def apply_sso_role(user: Any, claims: dict[str, Any]) -> None:
 class SocialAccountAdapter(DefaultSocialAccountAdapter):
     def pre_social_login(self, request: HttpRequest, sociallogin: Any) -> None:
         """Runs after the identity provider answered and allauth looked the person up."""
+        if sociallogin.state.get(REAUTHENTICATE_STATE_KEY):
+            raise ImmediateHttpResponse(confirm_reauthentication(request, sociallogin))
         if sociallogin.is_existing:
             apply_sso_role(sociallogin.user, claims_of(sociallogin))
             return

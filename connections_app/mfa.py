@@ -115,7 +115,13 @@ def rotate_secrets() -> int:
 
 # --- Who must have a second factor ----------------------------------------------------------
 
-MFA_SETUP_PREFIXES = ("/accounts/2fa/", "/accounts/reauthenticate/", "/accounts/logout/")
+# The identity provider's callback too: confirming it is you there may come before the setup.
+MFA_SETUP_PREFIXES = (
+    "/accounts/2fa/",
+    "/accounts/reauthenticate/",
+    "/accounts/oidc/",
+    "/accounts/logout/",
+)
 
 
 def must_have_mfa(user: Any) -> bool:

@@ -363,6 +363,9 @@ if MFA_REQUIRED not in {"none", "editors", "all"}:
 # Ask people to confirm it is them before changing a client secret, deleting, or creating or
 # revoking a service key (allauth's reauthentication; off only in the tests of other things).
 REAUTHENTICATE_SENSITIVE_CHANGES = True
+# How: the password, a second factor, or signing in again at the identity provider (for SSO
+# accounts). Not a code by e-mail: e-mail may not be set up, and it adds nothing to those.
+ACCOUNT_REAUTHENTICATION_METHODS = ["password", "mfa", "socialaccount"]
 # Each sign-in is recorded (when, address, browser); "last seen" is not, which would cost a
 # database write on every page.
 USERSESSIONS_TRACK_ACTIVITY = False

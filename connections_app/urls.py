@@ -72,6 +72,11 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     re_path(r"^accounts/password/reset/", account_views.password_reset),
     path("accounts/signup/", accounts.signup, name="account_signup"),
+    path(
+        "accounts/reauthenticate/sso/",
+        account_views.reauthenticate_with_sso,
+        name="reauthenticate_sso",
+    ),
     path("accounts/2fa/required/", account_views.mfa_setup_required, name="mfa_setup_required"),
     path("audit/", audit_log.audit_log, name="audit_log"),
     path("audit/export.csv", audit_log.audit_log_csv, name="audit_log_csv"),

@@ -28,8 +28,17 @@ def sign_in_through(client: Any, idp: FakeIdentityProvider, username: str) -> An
     portal's answer to the callback (followed to its end)."""
     start = client.post("/accounts/oidc/sso/login/", {"process": "login"})
     assert start.status_code == 302, start.content
-    at_idp = requests.Session()
-    page = at_idp.get(start["Location"], timeout=10)
+    return through_identity_provider(client, start["Location"], username)
+
+
+def through_identity_provider(
+    client: Any, authorize_url: str, username: str, at_idp: requests.Session | None = None
+) -> Any:
+    """Follow the portal's redirect to the identity provider: sign in there (when it asks),
+    consent, and return the portal's answer to the callback (followed to its end). An
+    ``at_idp`` session that signed in before keeps its sign-in at the identity provider."""
+    at_idp = at_idp or requests.Session()
+    page = at_idp.get(authorize_url, timeout=10)
     if "/login/" in page.url:
         fields = _form_fields(page.text)
         fields.update(username=username, password=PASSWORD)

@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
 
 from connections_app.access import EDITORS, VIEWERS, role_of
 from connections_app.models import AuditAction, AuditEvent
+from tests.accessibility import assert_accessible
 from tests.fakes.fake_idp import PASSWORD, FakeIdentityProvider
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -79,3 +81,40 @@ def test_it_refuses_an_address_outside_the_allowed_domains(
     assert page.get_by_role("heading", name="This address cannot join the portal").is_visible()
     assert page.get_by_text("@team.example").is_visible()
     assert not get_user_model().objects.filter(email="erin@elsewhere.example").exists()
+
+
+def age_browser_sign_in(page: Any, seconds: int) -> None:
+    """Move the record of when the browser's session signed in ``seconds`` back."""
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "portal_session"]
+    session = SessionStore(session_key=cookie["value"])
+    records = session["account_authentication_methods"]
+    for record in records:
+        record["at"] -= seconds
+    session["account_authentication_methods"] = records
+    session.save()
+
+
+def test_an_sso_account_confirms_it_is_them_by_signing_in_again_at_the_identity_provider(
+    page: Any, sso: FakeIdentityProvider, admin_user: Any, settings: Any
+) -> None:
+    """No password and no second factor, signed in ten minutes ago: a sensitive change sends
+    the person to the identity provider, which asks for the password again, and back."""
+    settings.REAUTHENTICATE_SENSITIVE_CHANGES = True
+    settings.SSO_OIDC_ADMINS_GROUPS = ["portal-admins"]
+    sso.set_person("carol", email="carol@team.example", groups=["portal-admins"])
+    sign_in_with_sso(page, "carol")
+    age_browser_sign_in(page, 600)
+
+    page.goto("/service-keys/new/")
+    page.get_by_role("heading", name="Confirm it is you").wait_for()
+    assert_accessible(page)
+    page.get_by_role("button", name="Sign in again with Acme").click()
+    page.wait_for_url(lambda url: "127.0.0.1" in url)
+    # Signed in there already, yet asked again (prompt=login).
+    page.get_by_label("Username").fill("carol")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in to the identity provider").click()
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url("**/service-keys/new/")
+    page.get_by_role("heading", name="New service key").wait_for()
+    assert page.get_by_text("carol@team.example").is_visible()

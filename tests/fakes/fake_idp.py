@@ -87,7 +87,10 @@ class FakeIdentityProvider:
         email_verified: bool = True,
         groups: Iterable[str] = (),
         amr: Iterable[str] = ("pwd",),
+        signed_in_at: int | None = None,
     ) -> None:
+        """Who may sign in, and what the ID token says of them; ``signed_in_at`` overrides its
+        ``auth_time`` (an identity provider that reports an earlier sign-in)."""
         people = self._read_people()
         people[username] = {
             "password": password,
@@ -95,6 +98,7 @@ class FakeIdentityProvider:
             "email_verified": email_verified,
             "groups": list(groups),
             "amr": list(amr),
+            "signed_in_at": signed_in_at,
         }
         self._write_people(people)
 
