@@ -197,8 +197,9 @@ class AccountAdapter(DefaultAccountAdapter):
 
 
 def reauthenticate_first(view: Any) -> Any:
-    """allauth's "confirm it is you" (password or second factor) before a sensitive change:
-    a client secret, a deletion, a service key."""
+    """allauth's "confirm it is you" (password, second factor or the identity provider) before
+    a sensitive change: a client secret, a deletion or disconnection, a service key, a webhook
+    endpoint."""
     return reauthentication_required(
         view, enabled=lambda request: settings.REAUTHENTICATE_SENSITIVE_CHANGES
     )

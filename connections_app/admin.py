@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from allauth.account.decorators import secure_admin_login
+from allauth.account.decorators import reauthentication_required, secure_admin_login
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminSplitDateTime
 from django.contrib.auth import get_user_model
@@ -18,6 +19,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.text import capfirst
@@ -48,6 +50,23 @@ from connections_app.models import (
 from connections_app.webhook_views import WebhookEndpointForm
 
 admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
+_admin_view = admin.site.admin_view
+
+
+def _admin_view_confirming_changes(view: Any, cacheable: bool = False) -> Any:
+    """Every change made in the admin (a POST: client secrets, service keys, roles, …) asks to
+    confirm it is you first, as the portal's own pages do; reading does not, nor signing out."""
+
+    def enabled(request: HttpRequest) -> bool:
+        return bool(settings.REAUTHENTICATE_SENSITIVE_CHANGES) and (
+            request.path != reverse("admin:logout")
+        )
+
+    confirmed = reauthentication_required(view, allow_get=True, enabled=enabled)
+    return _admin_view(confirmed, cacheable)
+
+
+admin.site.admin_view = _admin_view_confirming_changes  # type: ignore[method-assign]
 admin.site.site_header = "Kroger connections administration"
 admin.site.site_title = "Kroger connections"
 

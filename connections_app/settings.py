@@ -360,8 +360,9 @@ MFA_TOTP_TOLERANCE = 1  # one 30-second step either way, for phones whose clock 
 MFA_REQUIRED = env_str("MFA_REQUIRED", "none" if DEBUG else "editors")
 if MFA_REQUIRED not in {"none", "editors", "all"}:
     raise ConfigError(f"MFA_REQUIRED={MFA_REQUIRED!r} must be none, editors or all")
-# Ask people to confirm it is them before changing a client secret, deleting, or creating or
-# revoking a service key (allauth's reauthentication; off only in the tests of other things).
+# Ask people to confirm it is them before changing a client secret, deleting, disconnecting,
+# service keys, webhook endpoints and any change in the admin (allauth's reauthentication; off
+# only in the tests of other things).
 REAUTHENTICATE_SENSITIVE_CHANGES = True
 # How: the password, a second factor, or signing in again at the identity provider (for SSO
 # accounts). Not a code by e-mail: e-mail may not be set up, and it adds nothing to those.

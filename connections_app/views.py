@@ -508,6 +508,7 @@ def connection_refresh(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_form_methods
+@reauthenticate_first
 def connection_disconnect(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     connection = get_connection_for_user(request.user, code, edit=True)
     if request.method == "POST":

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from connections_app import webhooks
 from connections_app.access import get_webhook_endpoint_for_admin, require_administrator
+from connections_app.accounts import reauthenticate_first
 from connections_app.models import DeliveryState, WebhookEndpoint, WebhookEvent
 
 HTTP_URL_MESSAGE = "Enter an http:// or https:// URL."
@@ -103,6 +104,7 @@ def webhook_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@reauthenticate_first
 @never_cache
 def webhook_create(request: HttpRequest) -> HttpResponse:
     require_administrator(request.user, "webhooks")
@@ -143,6 +145,7 @@ def webhook_detail(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 
 @login_required
+@reauthenticate_first
 def webhook_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     endpoint = get_webhook_endpoint_for_admin(request.user, code)
     was_enabled = endpoint.enabled
@@ -163,6 +166,7 @@ def webhook_edit(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 
 @login_required
+@reauthenticate_first
 @never_cache
 def webhook_roll_secret(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     endpoint = get_webhook_endpoint_for_admin(request.user, code)
@@ -205,6 +209,7 @@ def webhook_test(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 
 @login_required
+@reauthenticate_first
 def webhook_delete(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     endpoint = get_webhook_endpoint_for_admin(request.user, code)
     if request.method == "POST":
