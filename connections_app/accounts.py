@@ -13,6 +13,7 @@ administrator, and the others meet the domain rule like everyone after them.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ from allauth.account.models import EmailAddress
 from allauth.account.views import SignupView
 from allauth.core import context
 from allauth.core.exceptions import ImmediateHttpResponse
-from allauth.core.internal.httpkit import deserialize_request
+from allauth.core.internal.httpkit import clean_client_ip, deserialize_request, get_client_ip
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from allauth.socialaccount.models import SocialAccount
 from allauth.usersessions.adapter import DefaultUserSessionsAdapter
@@ -40,7 +41,7 @@ from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -54,6 +55,8 @@ IDP_MFA_SESSION_KEY = "portal.mfa_by_identity_provider"
 # Marks the identity provider round trip that confirms it is the signed-in person (its state).
 REAUTHENTICATE_STATE_KEY = "portal_reauthenticate"
 SSO_PROVIDER_ID = "sso"
+
+logger = logging.getLogger(__name__)
 
 
 def portal_is_empty() -> bool:
@@ -128,6 +131,34 @@ class AccountAdapter(DefaultAccountAdapter):
         user = super().save_user(request, user, form, commit=False)
         enrol(user, user.save)
         return user
+
+    def get_client_ip(self, request: HttpRequest) -> str:
+        """The client's address as the trusted proxies report it (``TRUSTED_PROXY_COUNT``
+        entries from the end of X-Forwarded-For, or ``TRUSTED_CLIENT_IP_HEADER``), counted by
+        the sign-in limits and shown on the Sessions page.
+
+        A request that did not come through those proxies (fewer X-Forwarded-For entries than
+        proxies, or no valid address in the header) has no entry a proxy vouches for: it gets
+        the address that connected, which no client can choose. allauth itself would answer
+        500 (ImproperlyConfigured) or 403."""
+        try:
+            address = get_client_ip(request)
+        except ImproperlyConfigured:
+            address = None
+        if address:
+            return address
+        connected = clean_client_ip(str(request.META.get("REMOTE_ADDR") or ""))
+        if not connected:
+            raise PermissionDenied("Unable to determine client IP address")
+        logger.warning(
+            "A request to %s did not come through the trusted proxies (TRUSTED_PROXY_COUNT=%s, "
+            "TRUSTED_CLIENT_IP_HEADER=%s): counting it from the address that connected, %s",
+            request.path,
+            settings.ALLAUTH_TRUSTED_PROXY_COUNT,
+            settings.ALLAUTH_TRUSTED_CLIENT_IP_HEADER or "unset",
+            connected,
+        )
+        return connected
 
     def pre_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> HttpResponse | None:
         via_sso = bool((kwargs.get("signal_kwargs") or {}).get("sociallogin"))

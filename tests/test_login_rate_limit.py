@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+from allauth.usersessions.models import UserSession
 from django.test import Client
 
 from tests.conftest import PASSWORD
@@ -91,3 +92,44 @@ def test_it_refuses_a_negative_proxy_count() -> None:
     result = run_check(TRUSTED_PROXY_COUNT="-1")
     assert result.returncode != 0
     assert "TRUSTED_PROXY_COUNT" in result.stderr
+
+
+# --- Requests that did not come through the proxies ---------------------------------------
+
+
+def test_a_shorter_x_forwarded_for_than_the_proxies_signs_in_from_the_connecting_address(
+    owner: Any, settings: Any
+) -> None:
+    """Two proxies append two entries: one entry means the request skipped the outer proxy, so
+    none can be trusted. The portal counts the address that connected (no 500)."""
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 2
+    client = Client()
+    response = sign_in(client, owner.email, PASSWORD, from_address="203.0.113.9")
+    assert response.status_code == 302
+    assert UserSession.objects.get(user=owner).ip == PROXY
+
+
+def test_a_short_x_forwarded_for_cannot_choose_its_own_address(owner: Any, settings: Any) -> None:
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 2
+    for attempt in range(11):
+        guess = f"guess{attempt}@example.com"
+        sign_in(Client(), guess, "wrong-password", from_address=f"203.0.113.{attempt + 1}")
+    blocked = sign_in(Client(), owner.email, PASSWORD, from_address="198.51.100.7")
+    assert blocked.status_code == 200
+    assert "Too many failed login attempts" in blocked.content.decode()
+    # Through both proxies, everyone else still signs in.
+    through_both = sign_in(Client(), owner.email, PASSWORD, from_address="198.51.100.7, 10.0.0.1")
+    assert through_both.status_code == 302
+
+
+def test_a_missing_client_ip_header_signs_in_from_the_connecting_address(
+    owner: Any, settings: Any
+) -> None:
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 0
+    settings.ALLAUTH_TRUSTED_CLIENT_IP_HEADER = "X-Real-IP"
+    client = Client()
+    response = client.post(
+        "/accounts/login/", {"login": owner.email, "password": PASSWORD}, REMOTE_ADDR=PROXY
+    )
+    assert response.status_code == 302
+    assert UserSession.objects.get(user=owner).ip == PROXY
