@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 DECLINED = "Authorization was declined on Kroger's page."
 START_AGAIN = "Start the authorization again from the connection page."
+NOT_SIGNED_IN = (
+    "You are not signed in. Sign in, then start the authorization again from the connection page."
+)
 
 
 class AuthorizationRefused(Exception):
@@ -109,7 +112,7 @@ def start_attempt(
 
 
 def complete(query: Mapping[str, str], user: Any) -> Connection:
-    """Finish the flow with what Kroger sent back (the callback's query); returns the
+    """Finish the flow with what Kroger sent back (the callback's parameters); returns the
     authorized connection.
 
     Nothing reaches Kroger unless the state exists, is unused, is under 10 minutes old and
@@ -120,7 +123,7 @@ def complete(query: Mapping[str, str], user: Any) -> Connection:
     state = query.get("state", "")
     error = query.get("error", "")
     if not user.is_authenticated:
-        raise AuthorizationRefused(403, f"You are not signed in. Sign in, then {START_AGAIN}")
+        raise AuthorizationRefused(403, NOT_SIGNED_IN)
     if not state:
         if error == "access_denied":
             raise AuthorizationRefused(400, DECLINED)

@@ -41,6 +41,7 @@ urlpatterns = [
         name="connection_disconnect",
     ),
     path("oauth/callback/", views.oauth_callback, name="oauth_callback"),
+    path("oauth/complete/", views.oauth_complete, name="oauth_complete"),
     path("healthz", views.healthz, name="healthz"),
     path("api/v1/connections/", api.connection_list, name="api_connection_list"),
     path("api/v1/connections/<str:code>/token", api.connection_token, name="api_connection_token"),

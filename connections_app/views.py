@@ -280,7 +280,8 @@ def connection_authorize(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
 
 
 def _callback_headers(view: Any) -> Any:
-    """The callback URL holds a code and a state: keep it out of caches and Referer headers."""
+    """The callback's URL and form hold a code and a state: keep them out of caches and
+    Referer headers."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest) -> HttpResponse:
@@ -292,7 +293,7 @@ def _callback_headers(view: Any) -> Any:
             response = _callback_error(
                 request, 403, f"You may not authorize this connection. {consent.START_AGAIN}"
             )
-        response["Referrer-Policy"] = "no-referrer"
+        response.setdefault("Referrer-Policy", "no-referrer")
         response["Cache-Control"] = "no-store"
         return response
 
@@ -303,16 +304,42 @@ def _callback_error(request: HttpRequest, status: int, message: str) -> HttpResp
     return render(request, "connections/oauth_error.html", {"message": message}, status=status)
 
 
+# What Kroger's redirect may carry (RFC 6749 section 4.1.2), passed on to oauth_complete.
+CALLBACK_PARAMETERS = ("code", "state", "error", "error_description")
+
+
 @_callback_headers
 @require_GET
 def oauth_callback(request: HttpRequest) -> HttpResponse:
     """Where Kroger sends the browser back after its consent page (RFC 6749 section 4.1.2).
 
+    It answers at once with a page that says the authorization is being finished and posts
+    Kroger's answer to ``oauth_complete`` (by itself, or with "Continue" without
+    JavaScript), so a slow token exchange shows progress. A GET changes nothing.
+
     Deliberately not @login_required: a redirect to the sign-in page would carry the code
     along in its URL.
     """
+    if not request.user.is_authenticated:
+        return _callback_error(request, 403, consent.NOT_SIGNED_IN)
+    answer = {name: request.GET[name] for name in CALLBACK_PARAMETERS if name in request.GET}
+    response = render(request, "connections/oauth_finishing.html", {"answer": answer})
+    # The post must carry an Origin header for its CSRF check, which "no-referrer" would
+    # blank; "strict-origin" sends the origin alone, never this URL's code and state.
+    response["Referrer-Policy"] = "strict-origin"
+    return response
+
+
+@_callback_headers
+@require_POST
+def oauth_complete(request: HttpRequest) -> HttpResponse:
+    """Check Kroger's answer, posted by the callback's page, and exchange its code.
+
+    The attempt is claimed before the exchange, so a second post (a reload, a double
+    submit) is refused and never reaches Kroger.
+    """
     try:
-        connection = consent.complete(request.GET, request.user)
+        connection = consent.complete(request.POST, request.user)
     except consent.AuthorizationRefused as refused:
         return _callback_error(request, refused.status, refused.message)
     except consent.AuthorizationFailed as failed:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection as db
+from playwright.sync_api import expect
 
 from connections_app.access import EDITORS
 from connections_app.models import Connection, ConnectionStatus
@@ -142,9 +145,11 @@ def test_a_replayed_callback_url_is_refused(page: Any, fake_kroger: FakeKroger) 
     page.get_by_role("button", name="Accept").click()
     page.get_by_text("is authorized and Online").wait_for()
 
-    response = page.goto(callbacks[0])
+    # The callback's page posts Kroger's answer again by itself: the post is refused.
+    with page.expect_response("**/oauth/complete/") as completed:
+        page.goto(callbacks[0])
 
-    assert response.status == 400
+    assert completed.value.status == 400
     page.get_by_text("already used").wait_for()
     assert_accessible(page)
     assert len(fake_kroger.token_calls) == 1
@@ -174,14 +179,131 @@ def test_a_callback_opened_in_another_users_session_is_refused(
     try:
         other_page = other.new_page()
         sign_in(other_page, colleague)
-        response = other_page.goto(callback)
-        assert response.status == 403
+        with other_page.expect_response("**/oauth/complete/") as completed:
+            other_page.goto(callback)
+        assert completed.value.status == 403
         other_page.get_by_text("started by someone else").wait_for()
         assert_accessible(other_page)
     finally:
         other.close()
     assert fake_kroger.token_calls == []
     assert Connection.objects.get().status == ConnectionStatus.NOT_AUTHORIZED
+
+
+# What the callback's page shows, noted by the page itself every 100 ms: Playwright cannot
+# read a page while its form's post is pending.
+NOTE_CALLBACK_PAGE = """
+if (location.pathname === "/oauth/callback/") {
+    setInterval(() => {
+        const form = document.querySelector("form[data-auto-submit]");
+        const button = form.querySelector("button");
+        const notes = JSON.parse(sessionStorage.getItem("callback-page") || "[]");
+        notes.push({
+            at: Date.now() / 1000,
+            busy: form.getAttribute("aria-busy"),
+            status: document.querySelector("[role=status]").textContent.trim(),
+            button: [button.textContent, button.disabled],
+        });
+        sessionStorage.setItem("callback-page", JSON.stringify(notes));
+    }, 100);
+}
+"""
+
+
+def test_the_return_from_a_slow_kroger_shows_finishing_until_kroger_answers(
+    page: Any, owner: Any, connection: Connection, fake_kroger: FakeKroger, settings: Any
+) -> None:
+    fake_kroger.register_client(connection.client.client_id, CLIENT_SECRET, SCOPES)
+    settings.KROGER_TIMEOUT_SECONDS = 30
+    fake_kroger.token_gate = threading.Event()  # Kroger answers the exchange when told to
+    page.add_init_script(NOTE_CALLBACK_PAGE)
+    sign_in(page, owner)
+    page.goto(f"/connections/{connection.code}/")
+    page.get_by_role("button", name="Authorize").click()
+
+    page.get_by_role("button", name="Accept").click()
+
+    deadline = time.monotonic() + 10
+    while not fake_kroger.token_calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_kroger.token_calls, "the exchange never reached Kroger"
+    exchange_pending = time.time()
+    time.sleep(0.5)
+    fake_kroger.token_gate.set()
+    page.wait_for_url(f"**/connections/{connection.code}/")
+    page.get_by_text("is authorized and Online").wait_for()
+
+    notes = page.evaluate("JSON.parse(sessionStorage.getItem('callback-page'))")
+    waiting = [note for note in notes if note["at"] > exchange_pending]
+    assert waiting, notes
+    for note in waiting:
+        assert note["busy"] == "true"
+        assert note["status"].startswith("Finishing authorization…")
+        assert note["button"] == ["Finishing authorization…", True]
+    assert len(fake_kroger.token_calls_for("authorization_code")) == 1
+
+
+def test_the_finishing_page_is_accessible_and_posts_once(
+    page: Any, owner: Any, connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    fake_kroger.register_client(connection.client.client_id, CLIENT_SECRET, SCOPES)
+    sign_in(page, owner)
+    page.goto(f"/connections/{connection.code}/")
+    page.get_by_role("button", name="Authorize").click()
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if "/oauth/complete/" in r.url else None)
+    # The first post is dropped on its way, so the page stays as it is while it waits.
+    page.route("**/oauth/complete/", lambda route: route.abort("aborted"))
+
+    page.get_by_role("button", name="Accept").click()
+
+    page.wait_for_url(re.compile(r"/oauth/callback/\?"))
+    form = page.locator("form[data-auto-submit]")
+    expect(form).to_have_attribute("aria-busy", "true")
+    expect(page.get_by_role("status")).to_contain_text("Finishing authorization…")
+    expect(page.get_by_role("button", name="Finishing authorization…")).to_be_disabled()
+    assert page.title().startswith("Finishing authorization")
+    assert_accessible(page)
+    form.evaluate("(form) => form.requestSubmit()")  # a second submit, as a double click
+    page.wait_for_timeout(200)
+    assert len(posts) == 1
+    assert fake_kroger.token_calls == []
+
+    page.unroute("**/oauth/complete/")
+    page.reload()  # the page posts again by itself; the attempt was never claimed
+
+    page.get_by_text("is authorized and Online").wait_for()
+    assert len(fake_kroger.token_calls_for("authorization_code")) == 1
+
+
+def test_without_javascript_continue_finishes_the_authorization(
+    page: Any,
+    browser: Any,
+    live_server: Any,
+    owner: Any,
+    connection: Connection,
+    fake_kroger: FakeKroger,
+) -> None:
+    fake_kroger.register_client(connection.client.client_id, CLIENT_SECRET, SCOPES)
+    plain = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    try:
+        plain_page = plain.new_page()
+        sign_in(plain_page, owner)
+        plain_page.goto(f"/connections/{connection.code}/")
+        plain_page.get_by_role("button", name="Authorize").click()
+        plain_page.get_by_role("button", name="Accept").click()
+
+        plain_page.wait_for_url("**/oauth/callback/?*")
+        expect(plain_page.get_by_role("status")).to_contain_text("Continue to finish")
+        assert plain_page.locator("form[aria-busy]").count() == 0
+        assert fake_kroger.token_calls == []
+        plain_page.get_by_role("button", name="Continue").click()
+
+        plain_page.wait_for_url(f"**/connections/{connection.code}/")
+        plain_page.get_by_text("is authorized and Online").wait_for()
+    finally:
+        plain.close()
+    assert len(fake_kroger.token_calls_for("authorization_code")) == 1
 
 
 def test_a_client_credentials_connection_is_online_without_a_consent_page(

@@ -20,7 +20,7 @@ from connections_app import lifecycle, renewal_policy, worker
 from connections_app.models import Connection, ConnectionStatus, ServiceKey
 from tests.connection_states import authorize, reloaded
 from tests.fakes.fake_kroger import FakeKroger
-from tests.test_oauth_callback import authorized_callback
+from tests.test_oauth_callback import authorized_callback, finish
 
 pytestmark = pytest.mark.django_db
 
@@ -170,7 +170,7 @@ def test_a_reauthorization_keeps_a_working_refresh_token(
     callback = authorized_callback(client, connection, fake_kroger)
     fake_kroger.craft_token_answers(HOSTILE[name])
 
-    response = client.get(callback, follow=True)
+    response = finish(client, callback, follow=True)
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -247,7 +247,7 @@ def test_a_scope_that_is_not_one_is_ignored_and_the_rest_kept(
     client.force_login(owner)
     callback = authorized_callback(client, expired, fake_kroger)
     fake_kroger.craft_token_answers(IGNORES_SCOPE[name])
-    client.get(callback)
+    finish(client, callback)
     stored = reloaded(expired)
     assert stored.status == ConnectionStatus.ONLINE
     assert stored.granted_scopes == "cart.basic:write product.compact"  # the ones requested

@@ -1,4 +1,5 @@
-"""GET /oauth/callback/: Kroger's answer after its consent page, checked before any token call."""
+"""Kroger's answer after its consent page: GET /oauth/callback/ shows a page that posts it to
+/oauth/complete/, where it is checked before any token call."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.contrib.auth.models import Group
+from django.test import Client
 from django.utils import timezone
 
 from connections_app.access import VIEWERS
@@ -19,7 +21,8 @@ from connections_app.models import (
     Connection,
     ConnectionStatus,
 )
-from tests.conftest import CLIENT_SECRET
+from tests import html_forms
+from tests.conftest import CLIENT_SECRET, client_host
 from tests.fakes.fake_kroger import FakeKroger
 
 pytestmark = pytest.mark.django_db
@@ -51,11 +54,32 @@ def authorized_callback(client: Any, connection: Connection, fake: FakeKroger) -
     return callback_path(fake.consent(start(client, connection)))
 
 
+def callback_form(client: Any, url: str) -> dict[str, str]:
+    """Open the callback page, which changes nothing; return the fields its form posts."""
+    page = client.get(url)
+    assert page.status_code == 200
+    assert page["Cache-Control"] == "no-store"
+    # The origin alone, for the post's CSRF check: never the code and state in the URL.
+    assert page["Referrer-Policy"] == "strict-origin"
+    content = page.content.decode()
+    assert 'action="/oauth/complete/"' in content
+    return {
+        str(field["name"]): field.get("value") or ""
+        for field in html_forms.read(content).inputs
+        if field.get("type") == "hidden"
+    }
+
+
+def finish(client: Any, url: str, **kwargs: Any) -> Any:
+    """Land on the callback page and post its form, as its script (or "Continue") does."""
+    return client.post("/oauth/complete/", callback_form(client, url), **kwargs)
+
+
 def test_it_stores_the_tokens_and_shows_the_connection_online(
     client: Any, owner: Any, connection: Connection, fake: FakeKroger
 ) -> None:
     client.force_login(owner)
-    response = client.get(authorized_callback(client, connection, fake))
+    response = finish(client, authorized_callback(client, connection, fake))
 
     assert response.status_code == 302
     assert response["Location"] == f"/connections/{connection.code}/"
@@ -85,7 +109,7 @@ def test_the_exchange_uses_basic_auth_the_same_redirect_uri_and_the_verifier(
     client.force_login(owner)
     consent_url = start(client, connection)
     sent = parse_qs(urlsplit(consent_url).query)
-    client.get(callback_path(fake.consent(consent_url)))
+    finish(client, callback_path(fake.consent(consent_url)))
 
     [call] = fake.token_calls
     assert call["grant_type"] == "authorization_code"
@@ -101,12 +125,48 @@ def test_it_rejects_a_replayed_state(
 ) -> None:
     client.force_login(owner)
     url = authorized_callback(client, connection, fake)
-    assert client.get(url).status_code == 302
+    form = callback_form(client, url)
+    assert client.post("/oauth/complete/", form).status_code == 302
 
-    replay = client.get(url)
+    for replay in (client.post("/oauth/complete/", form), finish(client, url)):
+        assert replay.status_code == 400
+        assert "already used" in replay.content.decode()
+    assert len(fake.token_calls) == 1
 
-    assert replay.status_code == 400
-    assert "already used" in replay.content.decode()
+
+def test_the_callback_page_carries_krogers_answer_and_changes_nothing(
+    client: Any, owner: Any, connection: Connection, fake: FakeKroger
+) -> None:
+    client.force_login(owner)
+    url = authorized_callback(client, connection, fake)
+    sent = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+
+    for _ in range(2):  # opening it again changes nothing either
+        form = callback_form(client, url)
+        assert form.pop("csrfmiddlewaretoken")
+        assert form == {"code": sent["code"], "state": sent["state"]}
+    assert fake.token_calls == []
+    assert AuthorizationAttempt.objects.get().used_at is None
+    page = client.get(url).content.decode()
+    assert 'role="status"' in page
+    assert ">Continue</button>" in page  # what finishes it without JavaScript
+
+
+def test_the_post_needs_the_pages_csrf_token(
+    client: Any, owner: Any, connection: Connection, fake: FakeKroger
+) -> None:
+    client.force_login(owner)
+    url = authorized_callback(client, connection, fake)
+    browser = Client(HTTP_HOST=client_host(), enforce_csrf_checks=True)
+    browser.force_login(owner)
+    form = callback_form(browser, url)
+    forged = {name: value for name, value in form.items() if name != "csrfmiddlewaretoken"}
+
+    assert browser.post("/oauth/complete/", forged).status_code == 403
+    assert fake.token_calls == []
+    assert AuthorizationAttempt.objects.get().used_at is None
+
+    assert browser.post("/oauth/complete/", form).status_code == 302
     assert len(fake.token_calls) == 1
 
 
@@ -114,7 +174,7 @@ def test_it_rejects_an_unknown_state_without_calling_kroger(
     client: Any, owner: Any, connection: Connection, fake: FakeKroger
 ) -> None:
     client.force_login(owner)
-    response = client.get("/oauth/callback/?" + urlencode({"code": "x", "state": "forged"}))
+    response = finish(client, "/oauth/callback/?" + urlencode({"code": "x", "state": "forged"}))
     assert response.status_code == 400
     assert "does not match any authorization" in response.content.decode()
     assert response["Referrer-Policy"] == "no-referrer"
@@ -133,7 +193,7 @@ def test_it_rejects_a_state_started_by_someone_else(
     url = authorized_callback(client, connection, fake)
     client.force_login(admin_user)
 
-    response = client.get(url)
+    response = finish(client, url)
 
     assert response.status_code == 403
     assert "started by someone else" in response.content.decode()
@@ -149,7 +209,7 @@ def test_it_rejects_a_state_older_than_ten_minutes(
     url = authorized_callback(client, connection, fake)
     AuthorizationAttempt.objects.update(created_at=timezone.now() - timedelta(minutes=11))
 
-    response = client.get(url)
+    response = finish(client, url)
 
     assert response.status_code == 400
     assert "expired" in response.content.decode()
@@ -161,12 +221,13 @@ def test_it_rejects_a_visitor_who_is_not_signed_in(
 ) -> None:
     client.force_login(owner)
     url = authorized_callback(client, connection, fake)
+    form = callback_form(client, url)
     client.logout()
 
-    response = client.get(url)
-
-    assert response.status_code == 403
-    assert "not signed in" in response.content.decode()
+    for response in (client.get(url), client.post("/oauth/complete/", form)):
+        assert response.status_code == 403
+        assert "not signed in" in response.content.decode()
+        assert response["Referrer-Policy"] == "no-referrer"
     assert fake.token_calls == []
 
 
@@ -175,7 +236,7 @@ def test_a_viewer_gets_nothing_from_a_callback(
 ) -> None:
     client.force_login(teammate)
     assert client.post(f"/connections/{connection.code}/authorize/").status_code == 403
-    response = client.get("/oauth/callback/?" + urlencode({"code": "x", "state": "y"}))
+    response = finish(client, "/oauth/callback/?" + urlencode({"code": "x", "state": "y"}))
     assert response.status_code == 400
     assert fake.token_calls == []
 
@@ -187,7 +248,7 @@ def test_an_editor_demoted_during_the_flow_gets_nothing_from_the_callback(
     url = authorized_callback(client, connection, fake)
     owner.groups.set([Group.objects.get(name=VIEWERS)])
 
-    response = client.get(url)
+    response = finish(client, url)
 
     assert response.status_code == 403
     assert response["Referrer-Policy"] == "no-referrer"
@@ -204,7 +265,7 @@ def test_a_declined_consent_leaves_the_connection_not_authorized(
     location = fake.consent(start(client, connection), accept=False)
     assert parse_qs(urlsplit(location).query)["error"] == ["access_denied"]
 
-    response = client.get(callback_path(location), follow=True)
+    response = finish(client, callback_path(location), follow=True)
 
     assert "Authorization was declined on Kroger&#x27;s page" in response.content.decode()
     connection.refresh_from_db()
@@ -218,7 +279,7 @@ def test_a_decline_without_state_is_still_explained(
     client: Any, owner: Any, connection: Connection, fake: FakeKroger
 ) -> None:
     client.force_login(owner)
-    response = client.get("/oauth/callback/?error=access_denied")
+    response = finish(client, "/oauth/callback/?error=access_denied")
     assert response.status_code == 400
     assert "declined on Kroger" in response.content.decode()
 
@@ -230,7 +291,7 @@ def test_another_error_shows_krogers_description(
     client.force_login(owner)
     location = fake.consent(start(client, connection))  # cart.basic:write is not the app's
 
-    page = client.get(callback_path(location), follow=True).content.decode()
+    page = finish(client, callback_path(location), follow=True).content.decode()
 
     assert "Kroger refused the authorization (invalid_scope)" in page
     assert "The app may not request cart.basic:write" in page
@@ -243,7 +304,7 @@ def test_a_missing_code_is_a_bad_request(
 ) -> None:
     client.force_login(owner)
     state = parse_qs(urlsplit(start(client, connection)).query)["state"][0]
-    response = client.get("/oauth/callback/?" + urlencode({"state": state}))
+    response = finish(client, "/oauth/callback/?" + urlencode({"state": state}))
     assert response.status_code == 400
     assert "no authorization code" in response.content.decode()
     assert fake.token_calls == []
@@ -277,7 +338,7 @@ def test_a_failed_exchange_says_why_and_keeps_the_stored_tokens(
     url = authorized_callback(client, connection, fake)
     fake.fail_token(failure)
 
-    response = client.get(url, follow=True)
+    response = finish(client, url, follow=True)
 
     page = response.content.decode()
     assert "Authorization failed." in page
@@ -305,7 +366,7 @@ def test_nothing_secret_reaches_the_logs_on_success(
     client.force_login(owner)
     caplog.set_level(logging.DEBUG)
     url = authorized_callback(client, connection, fake)
-    client.get(url)
+    finish(client, url)
     connection.refresh_from_db()
     code = parse_qs(urlsplit(url).query)["code"][0]
     secrets = [connection.access_token, connection.refresh_token, code, CLIENT_SECRET]

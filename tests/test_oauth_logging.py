@@ -15,6 +15,7 @@ import pytest
 from connections_app.models import Connection, ConnectionStatus
 from tests.conftest import CLIENT_SECRET
 from tests.fakes.fake_kroger import FakeKroger
+from tests.test_oauth_callback import finish
 from tests.test_settings import GOOD
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +35,7 @@ def full_flow(client: Any, owner: Any, connection: Connection, fake: FakeKroger)
     client.force_login(owner)
     consent_page = client.post(f"/connections/{connection.code}/authorize/")["Location"]
     back = fake.consent(consent_page)
-    assert client.get(back[back.index("/oauth/callback/") :]).status_code == 302
+    assert finish(client, back[back.index("/oauth/callback/") :]).status_code == 302
     assert client.post(f"/connections/{connection.code}/refresh/").status_code == 302
     connection.refresh_from_db()
     assert connection.status == ConnectionStatus.ONLINE

@@ -1,6 +1,7 @@
 // Posts that wait on Kroger (up to its timeout) say so: the pressed button is relabelled
 // (data-busy-label, e.g. "Refreshing…"), every button of the form is disabled, the form is
-// aria-busy, and a second submit is ignored, so nobody sends the same request twice.
+// aria-busy, and a second submit is ignored, so nobody sends the same request twice. An element
+// of the form with data-busy-text (a role=status line) shows that text meanwhile.
 // Without JavaScript the buttons are plain submit buttons.
 (function () {
   "use strict";
@@ -30,6 +31,10 @@
       button.dataset.idleLabel = button.textContent;
       button.textContent = button.dataset.busyLabel;
       form.querySelectorAll("button").forEach((each) => { each.disabled = true; });
+      form.querySelectorAll("[data-busy-text]").forEach((each) => {
+        each.dataset.idleText = each.textContent;
+        each.textContent = each.dataset.busyText;
+      });
     }, 0);
   });
 
@@ -41,6 +46,9 @@
       form.querySelectorAll("button").forEach((button) => {
         button.disabled = false;
         if (button.dataset.idleLabel) button.textContent = button.dataset.idleLabel;
+      });
+      form.querySelectorAll("[data-busy-text]").forEach((each) => {
+        if (each.dataset.idleText) each.textContent = each.dataset.idleText;
       });
     });
   });

@@ -6,8 +6,8 @@ single-use authorization codes bound to their redirect URI and PKCE challenge, H
 client authentication at the token endpoint, rotating refresh tokens, client credentials that
 refuse shopper scopes, and the Profile, Locations (with chains and departments), Products and
 Cart (``PUT cart/add``) endpoints behind a bearer token. Tests steer it with ``fail_token``,
-``reply_token``, ``craft_token_answers``, ``fail_api``, ``token_delay``, ``api_delay``,
-``api_headers`` and ``expires_in`` and read ``token_calls`` / ``api_calls`` /
+``reply_token``, ``craft_token_answers``, ``fail_api``, ``token_delay``, ``token_gate``,
+``api_delay``, ``api_headers`` and ``expires_in`` and read ``token_calls`` / ``api_calls`` /
 ``api_requests`` / ``cart``. Its only cookie is named so it cannot collide with the portal's.
 
 It is also the stand-in that ``make demo`` (bin/demo) serves to a browser, so it needs nothing
@@ -94,6 +94,9 @@ class FakeKroger:
 
     expires_in: int = 1800
     token_delay: float = 0.0
+    # While set to an Event, token requests are held until it is set: a Kroger as slow as a
+    # test needs (give the portal a timeout to match).
+    token_gate: threading.Event | None = None
     timeout_sleep: float = 3.0
     url: str = ""
     token_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -425,11 +428,14 @@ class _Handler(BaseHTTPRequestHandler):
             failure = fake.token_failures.pop(0) if fake.token_failures else None
             reply = fake.token_replies.pop(0) if fake.token_replies else None
             delay = fake.token_delay
+            gate = fake.token_gate
             crafts = fake.token_crafts if failure is None and reply is None else []
             self._craft = crafts.pop(0) if crafts else None
             self._spent_refresh = ""
         if delay:
             time.sleep(delay)
+        if gate is not None:
+            gate.wait(timeout=60)
         if reply is not None:
             status, text, headers = reply
             self._send(status, text.encode(), "application/json", headers)
