@@ -32,7 +32,9 @@ def _signed_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     sociallogin = kwargs.get("sociallogin")
     how = f"through {settings.SSO_OIDC_NAME} (SSO)" if sociallogin else "with a password"
     methods = request.session.get("account_authentication_methods", [])
-    if any(method.get("method") == "mfa" for method in methods):
+    if any(method.get("passwordless") for method in methods):
+        how = "with a passkey (no password)"
+    elif any(method.get("method") == "mfa" for method in methods):
         how += " and a second factor"
     AuditEvent.record(
         AuditAction.SIGNED_IN, actor=user, subject=user.email, detail=f"Signed in {how}"

@@ -13,4 +13,5 @@ def sign_in(request: HttpRequest) -> dict[str, Any]:
         "sso_redirect_uri": settings.SSO_OIDC_REDIRECT_URI,
         "password_sign_in": settings.PASSWORD_SIGN_IN,
         "break_glass_sign_in": settings.BREAK_GLASS_PASSWORD_SIGN_IN,
+        "passkey_sign_in": settings.MFA_PASSKEY_LOGIN_ENABLED,
     }

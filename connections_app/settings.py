@@ -356,6 +356,10 @@ MFA_ADAPTER = "connections_app.mfa.MFAAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
 MFA_TOTP_ISSUER = "Kroger connections"
 MFA_TOTP_TOLERANCE = 1  # one 30-second step either way, for phones whose clock drifts
+# "Sign in with a passkey": a passkey added as passwordless (it checks a PIN or biometrics)
+# signs in alone. It is a password sign-in for PASSWORD_SIGN_IN; read at start, as allauth
+# registers its URL then.
+MFA_PASSKEY_LOGIN_ENABLED = env_bool("PASSKEY_SIGN_IN", True)
 # Who must have a second factor: none, editors (editors and administrators) or all.
 MFA_REQUIRED = env_str("MFA_REQUIRED", "none" if DEBUG else "editors")
 if MFA_REQUIRED not in {"none", "editors", "all"}:

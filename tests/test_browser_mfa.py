@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from allauth.mfa.models import Authenticator
 
+from connections_app.models import AuditAction, AuditEvent
+from tests.accessibility import assert_accessible
 from tests.conftest import PASSWORD, sign_in
 from tests.test_mfa import totp_code
 
@@ -93,3 +95,101 @@ def test_an_editor_adds_a_passkey_and_signs_in_with_it(page: Any, owner: Any) ->
     page.get_by_role("button", name="Use a security key").click()
     page.wait_for_url(lambda url: "/accounts/" not in url)
     assert page.get_by_text(owner.email).is_visible()
+
+
+def add_passwordless_passkey(page: Any, user: Any) -> None:
+    """Chromium's virtual authenticator holds a passkey ``user`` adds as passwordless; then
+    they sign out."""
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    devtools.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    sign_in(page, user)
+    page.goto("/")
+    page.get_by_role("link", name="Passkey or security key").click()
+    confirm_it_is_me(page)
+    page.get_by_label("Name").fill("Laptop passkey")
+    page.get_by_label("Passwordless").check()
+    page.wait_for_load_state("load")
+    page.get_by_role("button", name="Add").click()
+    page.wait_for_url(lambda url: "/webauthn/add/" not in url)
+    page.get_by_role("button", name="Sign out").click()
+
+
+def test_a_passwordless_passkey_signs_in_on_its_own(page: Any, owner: Any) -> None:
+    """allauth's passkey sign-in (PASSKEY_SIGN_IN): no address, no password, one touch."""
+    add_passwordless_passkey(page, owner)
+
+    page.goto("/accounts/login/")
+    page.wait_for_load_state("load")  # the button works once allauth's script has run
+    assert_accessible(page)
+    page.get_by_role("button", name="Use a passkey").click()
+    page.wait_for_url(lambda url: "/accounts/" not in url)
+    assert page.get_by_text(owner.email).is_visible()
+    page.goto("/clients/")  # MFA_REQUIRED=editors: a passkey is a second factor
+    assert page.get_by_role("heading", name="OAuth 2.0 clients").is_visible()
+    event = AuditEvent.objects.filter(action=AuditAction.SIGNED_IN, actor=owner).latest("id")
+    assert event.detail == "Signed in with a passkey (no password)"
+
+
+def test_with_password_sign_in_off_a_passkey_signs_in_superusers_alone(
+    page: Any, owner: Any, settings: Any
+) -> None:
+    """PASSWORD_SIGN_IN=false leaves SSO as the way in: a passkey is refused like a password,
+    except for superusers under BREAK_GLASS_PASSWORD_SIGN_IN."""
+    add_passwordless_passkey(page, owner)
+    settings.PASSWORD_SIGN_IN = False
+    settings.BREAK_GLASS_PASSWORD_SIGN_IN = True
+    page.goto("/accounts/login/")
+    page.wait_for_load_state("load")
+    page.get_by_role("button", name="Use a passkey").click()
+    page.get_by_role("heading", name="Password sign-in is off").wait_for()
+    page.goto("/")
+    assert "/accounts/login/" in page.url
+
+
+def test_a_passkey_that_is_only_a_second_factor_does_not_sign_in_alone(
+    page: Any, owner: Any
+) -> None:
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    devtools.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    sign_in(page, owner)
+    page.goto("/")
+    page.get_by_role("link", name="Passkey or security key").click()
+    confirm_it_is_me(page)
+    page.get_by_label("Name").fill("Security key")
+    page.wait_for_load_state("load")
+    page.get_by_role("button", name="Add").click()
+    page.wait_for_url(lambda url: "/webauthn/add/" not in url)
+    page.get_by_role("button", name="Sign out").click()
+
+    page.goto("/accounts/login/")
+    page.wait_for_load_state("load")
+    page.get_by_role("button", name="Use a passkey").click()
+    page.get_by_role("alert").filter(has_text="No passkey signed you in").wait_for()
+    assert page.url.endswith("/accounts/login/")
+    assert not page.get_by_role("button", name="Sign out").count()

@@ -138,3 +138,30 @@ def test_sso_is_configured_by_four_variables_and_the_secret_may_come_from_a_file
     }
     result = run_check(**sso)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "True True"), ("false", "False False")])
+def test_passkey_sign_in_is_on_unless_passkey_sign_in_is_false(
+    value: str | None, expected: str
+) -> None:
+    code = (
+        "from django.conf import settings; from django.urls import reverse, NoReverseMatch\n"
+        "try: reverse('mfa_login_webauthn'); routed = True\n"
+        "except NoReverseMatch: routed = False\n"
+        "print(settings.MFA_PASSKEY_LOGIN_ENABLED, routed)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in GOOD and k != "PASSKEY_SIGN_IN"}
+    env.pop("DATABASE_URL", None)
+    env.update(GOOD, DJANGO_SETTINGS_MODULE="connections_app.settings")
+    if value is not None:
+        env["PASSKEY_SIGN_IN"] = value
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected

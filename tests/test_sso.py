@@ -142,6 +142,7 @@ def test_with_password_sign_in_off_only_sso_signs_people_in(
     assert "Sign in with Acme" in page
     assert 'name="password"' not in page
     assert "Forgot your password" not in page
+    assert "Use a passkey" not in page
 
     response = password_sign_in(client, owner.email)
     assert response.status_code == 403
