@@ -268,8 +268,8 @@ def confirm_reauthentication(request: HttpRequest, sociallogin: Any) -> HttpResp
         return refuse(
             request,
             f"{name} did not ask you to sign in again",
-            f"{name} let you through without checking it is you, so nothing changed. Sign out "
-            f"of the portal and sign in again with {name}: for five minutes after that, the "
+            f"{name} did not say that it checked it is you just now, so nothing changed. Sign "
+            f"out of the portal and sign in again with {name}: for five minutes after that, the "
             "portal does not ask again.",
             back=True,
         )

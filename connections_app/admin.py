@@ -628,6 +628,20 @@ class PortalUserAdmin(UserAdmin):
             ended = end_all_sessions(obj, by=request.user)
             self.message_user(request, f"{obj.email or obj} was signed out of {ended} session(s).")
 
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            AuditEvent.record(
+                AuditAction.ROLE_CHANGED,
+                actor=request.user,
+                subject=obj.email or obj.get_username(),
+                detail=f"Role: {role_of(obj) or 'No role'} → account deleted (in the admin)",
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
+
 
 admin.site.unregister(get_user_model())
 admin.site.register(get_user_model(), PortalUserAdmin)

@@ -138,3 +138,27 @@ def test_deactivating_someone_records_it_and_signs_them_out_everywhere(
     assert not laptop.get("/").wsgi_request.user.is_authenticated
     ended = AuditEvent.objects.get(action=AuditAction.SESSION_ENDED)
     assert (ended.actor, ended.subject) == (admin_user, owner.email)
+
+
+def test_deleting_an_account_records_the_role_it_had(
+    client: Any, admin_user: Any, owner: Any
+) -> None:
+    client_for(client, admin_user)
+    answer = client.post(f"/admin/auth/user/{owner.pk}/delete/", {"post": "yes"})
+    assert answer.status_code == 302
+
+    [event] = role_events()
+    assert (event.actor, event.subject) == (admin_user, owner.email)
+    assert event.detail == "Role: Editors → account deleted (in the admin)"
+
+
+def test_deleting_accounts_in_bulk_records_each(
+    client: Any, admin_user: Any, owner: Any, teammate: Any
+) -> None:
+    client_for(client, admin_user)
+    answer = client.post(
+        "/admin/auth/user/",
+        {"action": "delete_selected", "_selected_action": [owner.pk, teammate.pk], "post": "yes"},
+    )
+    assert answer.status_code == 302
+    assert sorted(event.subject for event in role_events()) == [owner.email, teammate.email]
