@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from connections_app.models import Connection, OAuthClient
 from tests.accessibility import assert_accessible
-from tests.conftest import CLIENT_SECRET, sign_in
+from tests.conftest import CLIENT_SECRET, PASSWORD, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -61,3 +61,122 @@ def test_the_client_page_sends_back_a_summary_too(page: Any, owner: Any) -> None
     assert page.title().startswith("Error: Add OAuth 2.0 client")
     expect(summary.get_by_role("link", name="Client ID: This field is required.")).to_be_visible()
     assert_accessible(page)
+
+
+def assert_error_summary(page: Any, title: str, links: dict[str, str]) -> None:
+    """The page came back with a focused summary, an "Error:" title, and a link for each
+    field error (link text: field id) to a field described by that error."""
+    summary = page.get_by_role("alert").filter(has_text="to continue")
+    expect(summary).to_be_focused()
+    assert page.title().startswith(f"Error: {title}"), page.title()
+    for text, field_id in links.items():
+        expect(summary.get_by_role("link", name=text)).to_have_attribute("href", f"#{field_id}")
+        described_by = page.locator(f"#{field_id}").get_attribute("aria-describedby") or ""
+        assert f"{field_id}_error" in described_by.split(), (field_id, described_by)
+        expect(page.locator(f"#{field_id}_error")).to_be_visible()
+    assert_accessible(page)
+
+
+def test_the_service_key_form_sends_back_a_summary(page: Any, admin_user: Any) -> None:
+    sign_in(page, admin_user)
+    page.goto("/service-keys/new/")
+    page.get_by_label("May call Kroger through the portal (the proxy)").uncheck()
+    page.get_by_role("button", name="Create key").click()
+
+    assert_error_summary(
+        page,
+        "New service key",
+        {
+            "Name: This field is required.": "id_name",
+            "Connections it may use: Choose the connections the key may use, or all.": (
+                "id_connections"
+            ),
+            "May call Kroger through the portal (the proxy): Choose what the key may do": (
+                "id_may_proxy"
+            ),
+        },
+    )
+    expect(page.get_by_role("group", name="Connections it may use")).to_have_accessible_description(
+        "Choose the connections the key may use, or all."
+    )
+
+
+def test_the_webhook_form_sends_back_a_summary(page: Any, admin_user: Any) -> None:
+    sign_in(page, admin_user)
+    page.goto("/webhooks/new/")
+    page.get_by_label("URL").fill("ftp://hooks.example.com/")
+    page.get_by_role("button", name="Create endpoint").click()
+
+    assert_error_summary(page, "New webhook endpoint", {"URL:": "id_url"})
+
+
+def test_the_audit_log_filter_sends_back_a_summary(page: Any, admin_user: Any) -> None:
+    sign_in(page, admin_user)
+    page.goto("/audit/?since=yesterday")
+
+    summary = page.get_by_role("alert").filter(has_text="to continue")
+    expect(summary).to_be_focused()
+    assert page.title().startswith("Error: Audit log")
+    assert_accessible(page)
+
+
+def test_sign_in_sends_back_a_summary(page: Any, owner: Any) -> None:
+    page.goto("/accounts/login/")
+    page.get_by_role("button", name="Sign In").click()
+
+    assert_error_summary(
+        page,
+        "Sign in",
+        {
+            "Email: This field is required.": "id_login",
+            "Password: This field is required.": ("id_password"),
+        },
+    )
+    page.get_by_label("Email").fill(owner.email)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign In").click()
+
+    summary = page.get_by_role("alert").filter(has_text="Fix 1 problem to continue")
+    expect(summary).to_be_focused()
+    expect(summary).to_contain_text("not correct")
+    assert page.title().startswith("Error: Sign in")
+    assert_accessible(page)
+
+
+def test_sign_up_sends_back_a_summary(page: Any) -> None:
+    page.goto("/accounts/signup/")
+    page.get_by_label("Email").fill("not an address")
+    page.get_by_role("button", name="Sign Up").click()
+
+    assert_error_summary(
+        page,
+        "Signup",
+        {"Email: Enter a valid email address.": "id_email", "Password:": "id_password1"},
+    )
+
+
+def test_password_reset_sends_back_a_summary(page: Any) -> None:
+    page.goto("/accounts/password/reset/")
+    page.get_by_label("Email").fill("not an address")
+    page.get_by_role("button", name="Reset My Password").click()
+
+    assert_error_summary(
+        page, "Password Reset", {"Email: Enter a valid email address.": "id_email"}
+    )
+
+
+def test_a_wrong_authenticator_code_sends_back_a_summary(page: Any, owner: Any) -> None:
+    sign_in(page, owner)
+    page.goto("/accounts/2fa/totp/activate/")
+    page.wait_for_url("**/accounts/reauthenticate/**")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Confirm").click()
+    assert_error_summary(page, "Confirm Access", {"Password:": "id_password"})
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Confirm").click()
+    page.wait_for_url("**/accounts/2fa/totp/activate/")
+
+    page.get_by_label("Authenticator code").fill("000000")
+    page.get_by_role("button", name="Activate").click()
+
+    assert_error_summary(page, "Activate Authenticator App", {"Authenticator code:": "id_code"})
