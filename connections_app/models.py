@@ -344,7 +344,14 @@ class Connection(models.Model):
         indexes = [
             models.Index(fields=["renewal_due_at"], name="connection_renewal_due"),
             models.Index(fields=["attention", "name"], name="connection_attention_name"),
+            # The list's summary counts only these: a few rows, however many are Online.
+            models.Index(
+                fields=["attention"],
+                condition=Q(attention__lt=Attention.ONLINE),
+                name="connection_needs_attention",
+            ),
         ]
+        # On PostgreSQL, migration 0011 adds a trigram index for the list's search by name.
 
     def __str__(self) -> str:
         return self.name

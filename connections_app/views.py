@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
-from django.db.models import ProtectedError
+from django.db.models import ProtectedError, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -59,6 +60,37 @@ require_form_methods = require_http_methods(["GET", "HEAD", "POST"])
 HISTORY_SIZE = 50  # events shown on a connection page, newest first
 
 
+@dataclass(frozen=True)
+class UncountedPage:
+    """One page of the connections list, read without counting the whole list: PAGE_SIZE + 1
+    rows are read, and the extra one says whether there is a next page. ("Page 3 of 4,000"
+    would need a COUNT(*) that reads every matching row at every view, and grows with them.)
+    """
+
+    number: int
+    object_list: list[Connection]
+    has_next: bool
+
+    @classmethod
+    def of(cls, connections: QuerySet[Connection], asked: str | None) -> UncountedPage:
+        number = int(asked) if asked and asked.isdigit() and 0 < int(asked) < 10**6 else 1
+        start = (number - 1) * PAGE_SIZE
+        rows = list(connections[start : start + PAGE_SIZE + 1])
+        return cls(number, rows[:PAGE_SIZE], has_next=len(rows) > PAGE_SIZE)
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+
 @login_required
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
@@ -69,7 +101,7 @@ def home(request: HttpRequest) -> HttpResponse:
     connections = filters.filter(
         Connection.objects.select_related("client").prefetch_related("scopes")
     )
-    page = Paginator(connections, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = UncountedPage.of(connections, request.GET.get("page"))
     kept = request.GET.copy()
     kept.pop("page", None)
     return render(
@@ -83,6 +115,7 @@ def home(request: HttpRequest) -> HttpResponse:
             "can_edit": can_edit(request.user),
             "redirect_uri": settings.OAUTH_REDIRECT_URI,
             "has_clients": not page.object_list
+            and page.number == 1
             and not filters.active
             and OAuthClient.objects.exists(),
         },

@@ -67,10 +67,59 @@ def test_the_list_is_paginated(client: Any, owner: Any, oauth_client: OAuthClien
     first = client.get("/").content.decode()
     assert "Connection 024" in first
     assert "Connection 025" not in first
-    assert "Page 1 of 2" in first
+    assert "<span>Page 1</span>" in first
+    assert 'href="?page=2">Next</a>' in first and "Previous" not in first
     second = client.get("/?page=2").content.decode()
-    assert "Connection 025" in second
-    assert "Connection 029" in second
+    assert names(second) == [f"Connection {number:03}" for number in range(25, 30)]
+    assert 'href="?page=1">Previous</a>' in second and "Next" not in second
+
+
+def test_a_full_last_page_has_no_next_link(
+    client: Any, owner: Any, oauth_client: OAuthClient
+) -> None:
+    make_connections(oauth_client, 50)
+    client.force_login(owner)
+    second = client.get("/?page=2").content.decode()
+    assert names(second)[-1] == "Connection 049"
+    assert "Next" not in second
+
+
+@pytest.mark.parametrize("asked", ["0", "-1", "two", "9999999999"])
+def test_a_page_number_that_is_not_one_shows_the_first_page(
+    client: Any, owner: Any, oauth_client: OAuthClient, asked: str
+) -> None:
+    make_connections(oauth_client, 30)
+    client.force_login(owner)
+    page = client.get(f"/?page={asked}").content.decode()
+    assert names(page)[0] == "Connection 000"
+    assert "<span>Page 1</span>" in page
+
+
+def test_a_page_past_the_end_says_so_and_links_to_the_first(
+    client: Any, owner: Any, oauth_client: OAuthClient
+) -> None:
+    make_connections(oauth_client, 30)
+    client.force_login(owner)
+    page = client.get("/?status=not_authorized&page=5").content.decode()
+    assert names(page) == []
+    first = '<a href="?status=not_authorized">Go to the first page</a>'
+    assert f"No connections on page 5. {first}" in page
+    assert "No connections yet." not in page
+
+
+def test_the_list_never_counts_every_connection(
+    client: Any, owner: Any, oauth_client: OAuthClient
+) -> None:
+    # A count of the whole list ("Page 1 of 4,000") reads every row at every view; only the
+    # summary counts, and only what needs attention.
+    make_connections(oauth_client, 30)
+    client.force_login(owner)
+    for url in ("/", "/?q=Connection", "/?environment=production", "/?page=2"):
+        with CaptureQueriesContext(db_connection) as queries:
+            client.get(url)
+        counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+        assert len(counts) == 1, (url, counts)
+        assert '"attention" < 3' in counts[0]
 
 
 def test_the_number_of_queries_does_not_grow_with_the_connections(
