@@ -10,7 +10,8 @@ never authorized) and prints:
   count at both sizes; the plain list at 100,000 within 1.5x of its time at 100;
 - the worker's due query at 100,000 (its plan, which must be one index range scan, and its
   time) and one pass over 1,000 due connections against the fake Kroger (https): time, calls
-  to Kroger's token endpoint, renewals a second.
+  to Kroger's token endpoint, renewals a second, and the database connections the worker's
+  threads opened (one each per pass, not one per renewal).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def pages(clients: list[Any]) -> dict[str, str]:
     return {
         "list": "/",
         "page 3": "/?page=3",
-        "search": "/?q=01234",
+        "search": "/?q=00004",  # matches at both sizes
         "status Online": "/?status=online",
         "status Offline": "/?status=offline",
         "status Needs reauthorization": "/?status=needs_reauthorization",
@@ -268,21 +269,39 @@ def main() -> int:
         print(f"\nworker's due query at {LARGE:,}: claimed {claimed} in {ms:.1f} ms; plan:")
         print(plan)
         met = met and "connection_renewal_due" in plan
+        from django.conf import settings
+        from django.db.backends.signals import connection_created
+
         from connections_app import worker
 
+        opened: list[object] = []
+
+        def count_opened(**kwargs: Any) -> None:
+            opened.append(kwargs["connection"])
+
+        connection_created.connect(count_opened)
         calls_before = len(fake.token_calls)
-        handled = 0
+        handled = passes = 0
         started = time.perf_counter()
         while (renewed := worker.refresh_due(concurrency=4)) > 0:
             handled += renewed
+            passes += 1
         seconds = time.perf_counter() - started
+        connection_created.disconnect(count_opened)
         calls = len(fake.token_calls) - calls_before
         print(
             f"one pass over {DUE:,} due connections (4 threads, fake Kroger over https): "
             f"{handled} renewed, {calls} calls to Kroger's token endpoint, {seconds:.1f} s, "
             f"{handled / seconds:.0f} renewals/s"
         )
-        met = met and calls == handled == DUE
+        # Each thread keeps one connection, replaced once it is CONN_MAX_AGE old.
+        max_age = settings.DATABASES["default"]["CONN_MAX_AGE"] or 1
+        allowed = 4 * (passes + 1) * (1 + int(seconds // max_age))
+        print(
+            f"database connections the worker opened: {len(opened)} for {handled} renewals "
+            f"(goal: at most {allowed}, one per thread per pass and per {max_age} s)"
+        )
+        met = met and calls == handled == DUE and len(opened) <= allowed
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)

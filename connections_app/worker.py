@@ -10,10 +10,10 @@ handled; never a secret.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from django.db import DatabaseError, close_old_connections, connections
 
@@ -45,10 +45,60 @@ def refresh_due(
 def _renewal_pass(*, concurrency: int, stop: threading.Event | None) -> int:
     if concurrency <= 1:
         return _claim_and_renew(lambda ids: sum(_renew_one(pk, stop=stop) for pk in ids), stop)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="refresh") as pool:
-        return _claim_and_renew(
-            lambda ids: sum(pool.map(lambda pk: _renew_in_thread(pk, stop=stop), ids)), stop
-        )
+    with RenewalThreads(concurrency, stop) as threads:
+        return _claim_and_renew(threads.renew, stop)
+
+
+class RenewalThreads:
+    """``count`` threads that renew claimed connections during one pass.
+
+    Each keeps one database connection for all its renewals, with the discipline Django
+    applies to requests: ``close_old_connections`` before and after each renewal replaces a
+    connection that broke or outlived CONN_MAX_AGE (on SQLite, where CONN_MAX_AGE is 0, that
+    is every renewal), and the thread closes its connection when the pass ends. Opening a
+    connection for every renewal would cost PostgreSQL a new backend each time.
+    """
+
+    def __init__(self, count: int, stop: threading.Event | None) -> None:
+        self.stop = stop
+        self.todo: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._work, name=f"refresh-{number}", daemon=True)
+            for number in range(count)
+        ]
+
+    def __enter__(self) -> RenewalThreads:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self.threads:
+            self.todo.put(None)
+        for thread in self.threads:
+            thread.join()
+
+    def renew(self, ids: list[int]) -> int:
+        """Renew ``ids`` across the threads; returns how many were handled."""
+        for pk in ids:
+            self.todo.put(pk)
+        return sum(self.done.get() for _ in ids)
+
+    def _work(self) -> None:
+        try:
+            while (pk := self.todo.get()) is not None:
+                handled = False
+                try:
+                    close_old_connections()
+                    handled = _renew_one(pk, stop=self.stop)
+                    close_old_connections()
+                except Exception as exc:  # the pass must go on, and hear back from each
+                    logger.error("Connection #%s: refresh crashed (%s)", pk, type(exc).__name__)
+                finally:
+                    self.done.put(handled)
+        finally:
+            connections.close_all()  # this thread's connections only
 
 
 def _claim_and_renew(renew: Callable[[list[int]], int], stop: threading.Event | None) -> int:
@@ -60,13 +110,6 @@ def _claim_and_renew(renew: Callable[[list[int]], int], stop: threading.Event | 
         claimed += len(ids)
         handled += renew(ids)
     return handled
-
-
-def _renew_in_thread(pk: int, *, stop: threading.Event | None) -> bool:
-    try:
-        return _renew_one(pk, stop=stop)
-    finally:
-        connections.close_all()  # this thread's connections only
 
 
 def _renew_one(pk: int, *, stop: threading.Event | None) -> bool:

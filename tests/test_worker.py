@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core import mail
+from django.db import connection as db
 from django.db import connections
+from django.db.backends.signals import connection_created
 from django.utils import timezone
 
 from connections_app import lifecycle, worker
@@ -216,3 +219,42 @@ def test_two_workers_at_once_refresh_each_connection_once(
         Connection.objects.values_list("pk", flat=True)
     )
     assert not AuditEvent.objects.filter(action=AuditAction.REFRESH_FAILED).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_each_renewal_thread_keeps_one_database_connection_for_the_pass(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger, valid_for=timedelta(0), warm=True)
+    for index in range(11):
+        shopper_connection(
+            connection, f"Due {index}", fake_kroger, valid_for=timedelta(0), warm=True
+        )
+    opened: list[int] = []  # the threads that opened a database connection, once each
+
+    def count(sender: Any, connection: Any, **kwargs: Any) -> None:
+        opened.append(threading.get_ident())
+
+    def backends() -> int:
+        with db.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            )
+            return int(cursor.fetchone()[0])
+
+    before = backends()
+    connection_created.connect(count)
+    try:
+        assert worker.refresh_due(concurrency=3) == 12
+    finally:
+        connection_created.disconnect(count)
+
+    # 12 renewals on 3 threads: one connection each, not one per renewal.
+    assert threading.get_ident() not in opened
+    assert 1 <= len(opened) == len(set(opened)) <= 3
+    # And each thread closed its own when the pass ended (a backend exits just after).
+    deadline = time.monotonic() + 5
+    while backends() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backends() == before
