@@ -309,6 +309,10 @@ def _renew_readable(connection: Connection, request: Request, now: datetime) -> 
         and connection.last_refreshed_at >= request.asked_at
     ):
         return Outcome("refreshed by another caller", token=usable)
+    elif request.asked_at is not None and _failed_since(connection, request.asked_at):
+        # Another caller's renewal failed while this one waited: its outcome is this one's,
+        # rather than one more attempt each, one after another, behind the lock.
+        return _backing_off(connection, now)
     try:
         response = _request_token(connection)
     except kroger.KrogerError as exc:
@@ -316,6 +320,15 @@ def _renew_readable(connection: Connection, request: Request, now: datetime) -> 
             connection, exc, now=now, actor=request.actor, background=request.want is Want.DUE
         )
     return _refresh_succeeded(connection, response, now=now, actor=request.actor)
+
+
+def _failed_since(connection: Connection, moment: datetime) -> bool:
+    """A renewal failed at or after ``moment``: the failure policy set the next try at the
+    failure's time plus ``refresh_backoff``."""
+    if connection.next_refresh_at is None or connection.refresh_failures < 1:
+        return False
+    failed_at = connection.next_refresh_at - refresh_backoff(connection.refresh_failures)
+    return failed_at >= moment
 
 
 def _backing_off(connection: Connection, now: datetime) -> Outcome:

@@ -72,6 +72,26 @@ def test_twenty_callers_hitting_401_together_cause_one_renewal(
     assert sent == {f"Bearer {stale}": 20, f"Bearer {fresh}": 20}  # each repeated once
 
 
+def test_callers_waiting_on_a_renewal_that_fails_get_its_failure_without_trying_again(
+    connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger)
+    _, raw = ServiceKey.create_key(name="Crowd", connections=[connection])
+    fake_kroger.expire_access_tokens()
+    fake_kroger.fail_token("500", times=10)  # every renewal attempt would fail
+    fake_kroger.token_delay = 0.3  # the others wait on the row lock meanwhile
+    url = f"/api/v1/connections/{connection.code}/kroger/products?filter.term=milk"
+
+    answers = released_together(
+        10, lambda _: Client().get(url, headers={"Authorization": f"Bearer {raw}"})
+    )
+
+    assert [getattr(a, "status_code", a) for a in answers] == [409] * 10
+    assert {json.loads(a.content)["error"]["code"] for a in answers} == {"kroger_unavailable"}
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1  # one attempt, not ten
+    assert len(fake_kroger.api_requests) == 10  # each call was made once, none repeated
+
+
 # --- Two gunicorn servers, one budget ---------------------------------------------------------
 
 CALLS = 200
