@@ -93,10 +93,10 @@ def get_client_for_user(user: Any, code: uuid.UUID | str, *, edit: bool = False)
 
 def get_connection_for_service_key(key: ServiceKey, code: uuid.UUID | str) -> Connection:
     """A connection the service key may use; 404 otherwise, so its existence is not revealed."""
-    try:
-        return key.usable_connections().select_related("client").get(code=code)
-    except (Connection.DoesNotExist, ValueError, TypeError, ValidationError):
-        raise Http404 from None
+    connection = key.usable_connection(code)
+    if connection is None:
+        raise Http404
+    return connection
 
 
 def require_administrator(user: Any, what: str = "service keys") -> None:

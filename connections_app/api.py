@@ -95,7 +95,12 @@ def service_key_required(view: Callable[..., HttpResponse]) -> Callable[..., Htt
             return _unauthorized(
                 "Send a service key: Authorization: Bearer <service key>.", invalid=False
             )
-        key = ServiceKey.authenticate(raw)
+        # A call about one connection reads the key and the connection in one query.
+        code = kwargs.get("code")
+        if code is None:
+            key = ServiceKey.authenticate(raw)
+        else:
+            key = ServiceKey.authenticate_for(raw, code)
         if key is None:
             return _unauthorized(
                 "This service key is not valid: it is unknown, revoked or expired.", invalid=True
