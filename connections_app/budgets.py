@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from connections_app import notifications, webhooks
 from connections_app.models import (
     BUDGET_WARNING_SHARE,
+    BUDGET_WINDOW,
     ApiBudget,
     ApiUsage,
     KeyQuota,
@@ -58,6 +59,10 @@ def spend(
     whatever happens to the call afterwards.
     """
     now = now or timezone.now()
+    counted = _spend_at_once(client, api, key, now)
+    if counted is not None:
+        _after_counting(counted, key, now)
+        return None
     with transaction.atomic():
         budget = _locked_budget(client, api)
         quota = locked_row(KeyQuota, {"service_key": key, "api": api}) if key else None
@@ -85,6 +90,100 @@ def spend(
     if budget.daily_limit is not None and budget.calls == budget.daily_limit:
         budget_exhausted(budget)  # exactly one caller makes the count reach the limit
     return None
+
+
+def _spend_at_once(
+    client: OAuthClient, api: str, key: ServiceKey | None, now: datetime
+) -> tuple[ApiBudget, bool] | None:
+    """The common call, counted in one statement (PostgreSQL): the budget row exists and has
+    calls left, the key has no quota for ``api``, and this hour's usage row exists. Returns the
+    budget as counted and whether the usage row was bumped with it, or None when ``spend``'s
+    locked path must decide (first call, spent budget, a quota, or SQLite).
+
+    A conditional UPDATE is atomic by itself: a concurrent caller's UPDATE waits for the row
+    and evaluates the conditions again on the row as this one left it, so a budget is never
+    overspent. The usage row is bumped by the same statement only when the budget was."""
+    db = connections[router.db_for_write(ApiBudget)]
+    if db.vendor != "postgresql":
+        return None
+    since = now - BUDGET_WINDOW
+    key_is = "= %(key)s" if key is not None else "IS NULL"
+    # Table names come from the models' metadata; values are parameters.
+    sql = f"""
+        WITH b AS (
+            UPDATE {ApiBudget._meta.db_table} SET
+                window_started_at = CASE WHEN window_started_at > %(since)s
+                    THEN window_started_at ELSE %(now)s END,
+                calls = CASE WHEN window_started_at > %(since)s THEN calls + 1 ELSE 1 END
+            WHERE client_id = %(client)s AND api = %(api)s
+                AND (spent_until IS NULL OR spent_until <= %(now)s)
+                AND (daily_limit IS NULL OR daily_limit >
+                    CASE WHEN window_started_at > %(since)s THEN calls ELSE 0 END)
+                AND NOT EXISTS (SELECT 1 FROM {KeyQuota._meta.db_table} q
+                    WHERE q.service_key_id = %(key)s AND q.api = %(api)s)
+            RETURNING id, daily_limit, window_started_at, calls, warned_for_window
+        ), u AS (
+            UPDATE {ApiUsage._meta.db_table} SET count = count + 1
+            WHERE hour = %(hour)s AND client_id = %(client)s AND api = %(api)s
+                AND service_key_id {key_is} AND EXISTS (SELECT 1 FROM b)
+            RETURNING 1
+        )
+        SELECT b.*, EXISTS (SELECT 1 FROM u) FROM b
+    """  # noqa: S608
+    params: dict[str, Any] = {
+        "since": since,
+        "now": now,
+        "client": client.pk,
+        "api": api,
+        "key": key.pk if key is not None else None,
+        "hour": now.replace(minute=0, second=0, microsecond=0),
+    }
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, daily_limit, window_started_at, calls, warned_for_window, usage_counted = row
+    budget = ApiBudget(
+        pk=pk,
+        client=client,
+        api=api,
+        daily_limit=daily_limit,
+        window_started_at=window_started_at,
+        calls=calls,
+        warned_for_window=warned_for_window,
+    )
+    return budget, usage_counted
+
+
+def _after_counting(counted: tuple[ApiBudget, bool], key: ServiceKey | None, now: datetime) -> None:
+    """What follows a call counted by ``_spend_at_once``: the hour's first usage row, the 80%
+    warning (once per window: the caller whose update marks the window sends it) and the
+    exhausted event (the caller whose count reached the limit)."""
+    budget, usage_counted = counted
+    if not usage_counted:
+        ApiUsage.bump(now, client=budget.client, api=budget.api, service_key=key)
+    exhausted = budget.daily_limit is not None and budget.calls == budget.daily_limit
+    warn = False
+    if _due_for_warning(budget) or exhausted:
+        with transaction.atomic():
+            if _due_for_warning(budget):
+                window = budget.window_started_at
+                marked = (
+                    ApiBudget.objects.filter(pk=budget.pk, window_started_at=window)
+                    .exclude(warned_for_window=window)
+                    .update(warned_for_window=window)
+                )
+                warn = bool(marked)
+                if warn:
+                    budget.warned_for_window = window
+                    webhooks.announce_budget(WebhookEvent.BUDGET_WARNING, budget, reason="limit")
+            if exhausted:
+                webhooks.announce_budget(WebhookEvent.BUDGET_EXHAUSTED, budget, reason="limit")
+    if warn:
+        budget_warning(budget)
+    if exhausted:
+        budget_exhausted(budget)
 
 
 def kroger_said_spent(
