@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import http.cookiejar
 import logging
+import os
 import re
 import secrets
 import threading
@@ -694,8 +696,37 @@ def _api_session() -> requests.Session:
     if session is None:
         session = requests.Session()
         session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        # The environment (proxies, CA bundle) is read by _transport_settings instead, once
+        # per value: requests would read it again on every call, a fifth of the call's time.
+        session.trust_env = False
         _api_sessions.session = session
     return session
+
+
+_TRANSPORT_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
+
+
+def _transport_settings(base: str) -> tuple[dict[str, str], str | bool]:
+    """The proxies and TLS trust requests would take from the environment for ``base``."""
+    return _transport_settings_for(base, tuple(os.environ.get(n) for n in _TRANSPORT_VARIABLES))
+
+
+@functools.lru_cache(maxsize=16)
+def _transport_settings_for(
+    base: str, environment: tuple[str | None, ...]
+) -> tuple[dict[str, str], str | bool]:
+    proxies = requests.utils.get_environ_proxies(base)
+    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return proxies, verify
 
 
 @sensitive_variables()  # the bearer token is in the headers, and in every frame below
@@ -724,6 +755,7 @@ def call_api(
     headers = {"Accept": "application/json", "Authorization": f"Bearer {access_token}"}
     if body is not None:
         headers["Content-Type"] = "application/json"
+    proxies, verify = _transport_settings(base)
     try:
         response = _api_session().request(
             method,
@@ -732,6 +764,8 @@ def call_api(
             headers=headers,
             timeout=settings.KROGER_TIMEOUT_SECONDS,
             allow_redirects=False,
+            proxies=proxies,
+            verify=verify,
         )
         content = response.content
     except requests.Timeout:
