@@ -371,6 +371,9 @@ REAUTHENTICATE_SENSITIVE_CHANGES = True
 # How: the password, a second factor, or signing in again at the identity provider (for SSO
 # accounts). Not a code by e-mail: e-mail may not be set up, and it adds nothing to those.
 ACCOUNT_REAUTHENTICATION_METHODS = ["password", "mfa", "socialaccount"]
+# allauth's own account changes too: adding, removing or making primary an e-mail address (a
+# new address could receive a password reset) and connecting or removing an SSO account.
+ACCOUNT_REAUTHENTICATION_REQUIRED = True
 # Each sign-in is recorded (when, address, browser); "last seen" is not, which would cost a
 # database write on every page.
 USERSESSIONS_TRACK_ACTIVITY = False

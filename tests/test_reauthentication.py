@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.contrib.auth.models import Group
 
 from connections_app.access import EDITORS
@@ -131,3 +132,15 @@ def test_viewing_needs_no_confirmation(client: Any, teammate: Any, connection: C
     client_for(client, teammate)
     assert client.get(f"/connections/{connection.code}/").status_code == 200
     assert client.get("/clients/").status_code == 200
+
+
+def test_adding_an_e_mail_address_asks_to_confirm_it_is_me_first(client: Any, owner: Any) -> None:
+    """A new address could receive a password reset: a borrowed session must not add one."""
+    client_for(client, owner)
+    add = {"email": "new@elsewhere.example", "action_add": ""}
+    asked = client.post("/accounts/email/", add)
+    assert asked["Location"].startswith("/accounts/reauthenticate/?next=")
+    assert not EmailAddress.objects.filter(email="new@elsewhere.example").exists()
+
+    client.post("/accounts/reauthenticate/", {"password": PASSWORD, "next": "/accounts/email/"})
+    assert EmailAddress.objects.filter(user=owner, email="new@elsewhere.example").exists()
