@@ -176,6 +176,7 @@ def connection_proxy(request: HttpRequest, code: str, path: str) -> HttpResponse
         )
     method = request.method or "GET"
     try:
+        proxy.checked_headers(request.META)
         call = proxy.Call(
             method=method,
             path=proxy.checked_path(path),

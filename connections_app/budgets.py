@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from connections_app import notifications, webhooks
@@ -90,6 +91,30 @@ def spend(
     if budget.daily_limit is not None and budget.calls == budget.daily_limit:
         budget_exhausted(budget)  # exactly one caller makes the count reach the limit
     return None
+
+
+def refund(
+    client: OAuthClient, api: str, key: ServiceKey | None = None, now: datetime | None = None
+) -> None:
+    """Take back one call ``spend`` counted that never reached Kroger (no connection could
+    be made), from the budget, the key's quota and this hour's usage, atomically."""
+    now = now or timezone.now()
+    since = now - BUDGET_WINDOW
+    with transaction.atomic():
+        ApiBudget.objects.filter(
+            client=client, api=api, window_started_at__gt=since, calls__gt=0
+        ).update(calls=F("calls") - 1)
+        if key is not None:
+            KeyQuota.objects.filter(
+                service_key=key, api=api, window_started_at__gt=since, calls__gt=0
+            ).update(calls=F("calls") - 1)
+        ApiUsage.objects.filter(
+            hour=now.replace(minute=0, second=0, microsecond=0),
+            client=client,
+            api=api,
+            service_key=key,
+            count__gt=0,
+        ).update(count=F("count") - 1)
 
 
 def _spend_at_once(

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from oauthlib.oauth2 import (
@@ -68,13 +69,22 @@ class KrogerError(Exception):
     """A call to Kroger failed. ``message`` is for people and never holds a secret."""
 
     def __init__(
-        self, kind: str, message: str, *, status: int | None = None, grant: str = API
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        grant: str = API,
+        sent: bool = True,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.message = message
         self.grant = grant
+        # False only when the request certainly never left: no connection (refused, DNS,
+        # TLS handshake). A timeout or a dropped connection may have reached Kroger.
+        self.sent = sent
 
     def __repr__(self) -> str:
         return f"KrogerError(kind={self.kind!r}, status={self.status!r})"
@@ -777,7 +787,11 @@ def call_api(
         ) from None
     except requests.RequestException as exc:
         raise _log(
-            KrogerError("network", f"Could not reach Kroger ({env}): {type(exc).__name__}.")
+            KrogerError(
+                "network",
+                f"Could not reach Kroger ({env}): {type(exc).__name__}.",
+                sent=not _never_connected(exc),
+            )
         ) from None
     return ApiAnswer(
         status=response.status_code,
@@ -785,6 +799,16 @@ def call_api(
         content_type=response.headers.get("Content-Type", ""),
         retry_after=_retry_after(response.headers.get("Retry-After")),
     )
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """The request failed before a connection to Kroger existed, so it never left: the
+    connection was refused, the name did not resolve, or the TLS handshake failed."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _retry_after(value: str | None) -> int | None:

@@ -33,6 +33,7 @@ BODY_METHODS = frozenset({"PUT", "POST"})
 MAX_BODY_BYTES = 1024 * 1024
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed in a header
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 # Characters sent as they are; everything else in a path is percent-encoded.
 _PATH_SAFE = "/-._~!$&'()*+,;=:@"
@@ -121,10 +122,47 @@ def checked_body(method: str, read: bytes | None) -> bytes | None:
     if not read.strip():
         return None
     try:
-        json.loads(read)
+        document = json.loads(read)
     except ValueError:
         raise Refused(400, "invalid_body", "The body must be JSON (at most 1 MiB).") from None
+    if _holds_control(document):
+        raise Refused(
+            400,
+            "invalid_body",
+            "A string in the JSON body holds a control character (such as \\u0000): Kroger's "
+            "API takes none. Remove it and send the body again.",
+        )
     return read
+
+
+def _holds_control(value: object) -> bool:
+    """Whether a string anywhere in decoded JSON (keys included) holds a control character."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _CONTROL.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def checked_headers(meta: dict[str, object]) -> None:
+    """Refuse a request whose headers hold control characters (a tab aside). None of a
+    service's headers is forwarded, but such a request is malformed, and is refused before
+    anything is read or sent rather than half-understood."""
+    for name, value in meta.items():
+        if name.startswith("HTTP_") and isinstance(value, str) and _HEADER_CONTROL.search(value):
+            header = name[5:].replace("_", "-").title()
+            raise Refused(
+                400,
+                "invalid_header",
+                f"The {header} header holds a control character: send it without one.",
+            )
 
 
 def body_too_large() -> Refused:
@@ -175,8 +213,10 @@ def _send(
             body=call.body,
         )
     except kroger.KrogerError as exc:
-        if exc.kind == "timeout":
+        if exc.kind == "timeout":  # it may have reached Kroger: it stays counted
             raise Refused(504, "kroger_timeout", exc.message) from None
+        if not exc.sent:
+            budgets.refund(client, api, key)  # it never left: Kroger did not count it
         raise Refused(502, "kroger_unreachable", exc.message) from None
     if answer.status == 429:
         wait = budgets.kroger_said_spent(client, api, answer.retry_after)

@@ -224,6 +224,38 @@ def test_it_refuses_control_characters_in_the_query(
     assert fake_kroger.api_requests == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"items": [{"upc": "0001111041700\\u0000", "quantity": 1}]}',
+        '{"items": [{"upc": "0001111041700", "modality": "PICKUP\\u001b[2J"}]}',
+        '{"items\\u0000": []}',
+    ],
+)
+def test_it_refuses_control_characters_in_a_json_body(
+    client: Client, online: Connection, proxy_key: str, fake_kroger: FakeKroger, body: str
+) -> None:
+    response = call(client, online, "cart/add", proxy_key, method="put", body=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_body"
+    assert "control character" in response.json()["error"]["message"]
+    assert fake_kroger.api_requests == []
+    assert not ApiUsage.objects.exists()
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\r\nX-Evil: 1", "\x7f"])
+def test_it_refuses_control_characters_in_a_header(
+    client: Client, online: Connection, proxy_key: str, fake_kroger: FakeKroger, value: str
+) -> None:
+    response = call(client, online, "products", proxy_key, headers={"X-Request-Note": value})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_header",
+        "message": "The X-Request-Note header holds a control character: send it without one.",
+    }
+    assert fake_kroger.api_requests == []
+
+
 def test_a_body_over_one_mib_is_refused_before_it_is_read(
     client: Client, online: Connection, proxy_key: str, fake_kroger: FakeKroger
 ) -> None:
@@ -339,6 +371,19 @@ def test_an_unreachable_kroger_answers_502_kroger_unreachable(
     response = call(client, online, "products?filter.term=milk", proxy_key)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "kroger_unreachable"
+    # It never reached Kroger, so it is not counted against the budget.
+    assert ApiBudget.objects.get(client=online.client, api="products").calls == 0
+    assert sum(ApiUsage.objects.values_list("count", flat=True)) == 0
+
+
+def test_a_call_that_timed_out_stays_counted(
+    client: Client, online: Connection, proxy_key: str, fake_kroger: FakeKroger
+) -> None:
+    fake_kroger.api_delay = 2.5  # Kroger may have received and counted it
+    response = call(client, online, "products?filter.term=milk", proxy_key)
+    assert response.status_code == 504
+    assert ApiBudget.objects.get(client=online.client, api="products").calls == 1
+    assert sum(ApiUsage.objects.values_list("count", flat=True)) == 1
 
 
 def test_a_put_is_not_repeated_after_a_timeout(
