@@ -381,6 +381,34 @@ def duration(delta: timedelta) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
+def set_limits(client: OAuthClient, limits: dict[str, int | None], actor: Any) -> list[str]:
+    """Give ``client``'s budgets these daily limits (None: Kroger's figure for the API, or
+    no limit for a Partner API client or another API), one audit event per change; returns
+    the labels of the APIs changed. Only the limit is written, so that calls counted
+    meanwhile stay counted."""
+    from connections_app.models import AuditAction, AuditEvent
+
+    changed = []
+    with transaction.atomic():
+        for budget in client.budgets.select_for_update().filter(api__in=list(limits)):
+            wanted = limits[budget.api]
+            if wanted is None:
+                wanted = ApiBudget.default_limit(client, budget.api)
+            if wanted == budget.daily_limit:
+                continue
+            ApiBudget.objects.filter(pk=budget.pk).update(daily_limit=wanted)
+            budget.daily_limit = wanted
+            limit = "no limit" if wanted is None else f"{wanted:,} calls a day"
+            AuditEvent.record(
+                AuditAction.CLIENT_CHANGED,
+                actor=actor,
+                client=client,
+                detail=f"Daily limit of {budget.api_label}: {limit}",
+            )
+            changed.append(budget.api_label)
+    return changed
+
+
 def ensure_budgets(client: OAuthClient) -> None:
     """Rows for the four public APIs, so that their limits can be seen and edited early."""
     from connections_app.models import KROGER_DAILY_LIMITS

@@ -13,6 +13,7 @@ from connections_app.fields import UNREADABLE, secret_state
 from connections_app.models import (
     DEFAULT_BANNER_LABEL,
     KROGER_BANNERS,
+    ApiBudget,
     Attention,
     Connection,
     Environment,
@@ -297,3 +298,45 @@ def attention_summary() -> list[tuple[str, int, str]]:
                 )
             )
     return summary
+
+
+# The largest daily limit accepted: far above any of Kroger's, small enough for the column.
+MAX_DAILY_LIMIT = 10_000_000
+
+
+class BudgetLimitsForm(forms.Form):
+    """A client's daily limit per API, on its page. Blank: Kroger's published figure (none
+    for a Partner API client, or for an API Kroger publishes none for)."""
+
+    def __init__(self, client: OAuthClient, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from connections_app.budgets import ensure_budgets
+
+        self.client = client
+        ensure_budgets(client)
+        for budget in client.budgets.order_by("api"):
+            default = ApiBudget.default_limit(client, budget.api)
+            help_text = (
+                f"Blank: Kroger's {default:,} calls a day."
+                if default is not None
+                else "Blank: no limit" + (" (a Partner API client)." if client.partner_api else ".")
+            )
+            self.fields[budget.api] = forms.IntegerField(
+                label=budget.api_label,
+                required=False,
+                min_value=0,
+                max_value=MAX_DAILY_LIMIT,
+                initial=budget.daily_limit,
+                help_text=help_text,
+                error_messages={
+                    "invalid": "Enter a whole number of calls a day, or leave it blank.",
+                    "min_value": "Enter 0 or more calls a day (0 stops every call).",
+                    "max_value": f"Enter at most {MAX_DAILY_LIMIT:,} calls a day.",
+                },
+                widget=forms.NumberInput(attrs={"class": "days"}),
+            )
+
+    def save(self, actor: Any) -> list[str]:
+        from connections_app.budgets import set_limits
+
+        return set_limits(self.client, dict(self.cleaned_data), actor)

@@ -23,6 +23,7 @@ urlpatterns = [
     path("clients/new/", views.client_create, name="client_create"),
     path("clients/<uuid:code>/", views.client_detail, name="client_detail"),
     path("clients/<uuid:code>/edit/", views.client_edit, name="client_edit"),
+    path("clients/<uuid:code>/limits/", views.client_limits, name="client_limits"),
     path("clients/<uuid:code>/delete/", views.client_delete, name="client_delete"),
     path("connections/new/", views.connection_create, name="connection_create"),
     path("connections/<uuid:code>/", views.connection_detail, name="connection_detail"),

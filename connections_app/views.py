@@ -37,6 +37,7 @@ from connections_app.access import (
 )
 from connections_app.accounts import reauthenticate_first
 from connections_app.forms import (
+    BudgetLimitsForm,
     ConnectionFilterForm,
     ConnectionForm,
     OAuthClientForm,
@@ -143,16 +144,43 @@ def client_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def client_detail(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
     client = get_client_for_user(request.user, code)
+    return _client_page(request, client)
+
+
+def _client_page(
+    request: HttpRequest, client: OAuthClient, limits: BudgetLimitsForm | None = None
+) -> HttpResponse:
+    editor = can_edit(request.user)
+    if limits is None and editor:
+        limits = BudgetLimitsForm(client)
     return render(
         request,
         "connections/client_detail.html",
         {
             "client": client,
             "lines": budgets.budget_lines(client),
-            "can_edit": can_edit(request.user),
+            "can_edit": editor,
+            "limits_form": limits,
             "connections": client.connections.order_by("name"),
         },
+        status=400 if limits is not None and limits.errors else 200,
     )
+
+
+@login_required
+@require_POST
+def client_limits(request: HttpRequest, code: uuid.UUID) -> HttpResponse:
+    """The client page's "Daily limits" form (editors and administrators)."""
+    client = get_client_for_user(request.user, code, edit=True)
+    form = BudgetLimitsForm(client, request.POST)
+    if not form.is_valid():
+        return _client_page(request, client, form)
+    changed = form.save(request.user)
+    if changed:
+        messages.success(request, f"Daily limits saved: {', '.join(changed)}.")
+    else:
+        messages.info(request, "The daily limits were already as entered: nothing changed.")
+    return redirect("client_detail", code=client.code)
 
 
 # --- OAuth 2.0 clients ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from connections_app.models import Connection, ServiceKey
+from tests.accessibility import assert_accessible
 from tests.conftest import sign_in
 from tests.connection_states import authorize
 from tests.fakes.fake_kroger import FakeKroger
@@ -48,3 +49,24 @@ def test_the_client_page_shows_the_usage_bars_after_proxied_calls(
     locations = page.locator(".budget[data-api=locations]")
     assert "1 of 1,600 today" in locations.inner_text()
     assert "Cart · 0 of 5,000 today" in page.locator(".budget[data-api=cart]").inner_text()
+
+
+def test_an_editor_sets_a_daily_limit_on_the_client_page(
+    page: Any, live_server: Any, owner: Any, connection: Connection
+) -> None:
+    sign_in(page, owner)
+    page.goto(f"/clients/{connection.client.code}/")
+    assert_accessible(page)
+    page.get_by_role("spinbutton", name="Locations").fill("-5")
+    page.get_by_role("button", name="Save limits").click()
+    summary = page.get_by_role("alert")
+    assert "Locations: Enter 0 or more calls a day (0 stops every call)." in summary.inner_text()
+    assert_accessible(page)
+
+    summary.get_by_role("link").click()
+    assert page.evaluate("document.activeElement.name") == "locations"
+    page.get_by_role("spinbutton", name="Locations").fill("800")
+    page.get_by_role("button", name="Save limits").click()
+    assert page.get_by_text("Daily limits saved: Locations.").is_visible()
+    assert "0 of 800 today" in page.locator(".budget[data-api=locations]").inner_text()
+    assert page.get_by_role("spinbutton", name="Locations").input_value() == "800"
