@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 
 from connections_app.crypto import DecryptionError
 
@@ -47,10 +48,47 @@ def refuse_nul_bytes(
                 )
                 response["Cache-Control"] = "no-store"
                 return response
-            return HttpResponseBadRequest(NUL_MESSAGE, content_type="text/plain; charset=utf-8")
+            # Before sessions: the page is rendered without the person's navigation.
+            return HttpResponseBadRequest(render_to_string("400.html", {"message": NUL_MESSAGE}))
         return get_response(request)
 
     return middleware
+
+
+# Answered to programs, which read the status and the Allow header, not a page.
+MACHINE_URL_NAMES = frozenset({"metrics", "healthz"})
+
+
+def method_not_allowed_page(
+    get_response: Callable[[HttpRequest], HttpResponse],
+) -> Callable[..., HttpResponse]:
+    """A page's 405 (Django's is empty) says what happened and where to go, keeping Allow.
+
+    Last in MIDDLEWARE, so the page still gets the security headers of those before it.
+    """
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        if response.status_code != 405 or response.content or _for_programs(request):
+            return response
+        allowed = [method.strip() for method in response.get("Allow", "").split(",")]
+        page = render(
+            request,
+            "405.html",
+            {"method": request.method, "allowed": ", ".join(m for m in allowed if m)},
+            status=405,
+        )
+        page["Allow"] = response.get("Allow", "")
+        return page
+
+    return middleware
+
+
+def _for_programs(request: HttpRequest) -> bool:
+    match = request.resolver_match
+    return request.path.startswith("/api/") or (
+        match is not None and match.url_name in MACHINE_URL_NAMES
+    )
 
 
 UNREADABLE_MESSAGE = (

@@ -259,6 +259,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "connections_app.middleware.UnreadableSecretMiddleware",
     "connections_app.mfa.MFARequiredMiddleware",
+    "connections_app.middleware.method_not_allowed_page",
 ]
 
 ROOT_URLCONF = "connections_app.urls"

@@ -15,6 +15,7 @@ from connections_app import (
     webhook_views,
 )
 
+handler400 = views.bad_request
 handler403 = views.permission_denied
 
 urlpatterns = [

@@ -14,8 +14,9 @@ from django.core.paginator import Paginator
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
 from django.db.models import ProtectedError, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -604,6 +605,12 @@ def connection_disconnect(request: HttpRequest, code: uuid.UUID) -> HttpResponse
         messages.success(request, f"“{connection.name}” is disconnected: its tokens are forgotten.")
         return redirect("connection_detail", code=connection.code)
     return render(request, "connections/connection_disconnect.html", {"connection": connection})
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 400 page, rendered without the request: its Host header may be what was refused,
+    and the navigation would read it."""
+    return HttpResponseBadRequest(render_to_string("400.html"))
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
