@@ -48,21 +48,28 @@ def test_the_connections_list_is_cards_with_the_status_in_view(
     assert head is not None and head["height"] > 10
 
 
-def test_the_header_takes_two_lines(page: Any, owner: Any, connection: Connection) -> None:
+def test_the_header_keeps_the_name_and_sign_out_on_a_line_and_wraps_the_sections(
+    page: Any, owner: Any, connection: Connection
+) -> None:
     page.set_viewport_size(PHONE)
     sign_in(page, owner)
     page.goto("/")
 
     brand = page.get_by_role("link", name="Kroger connections").bounding_box()
     sign_out = page.get_by_role("button", name="Sign out").bounding_box()
-    nav = page.get_by_role("navigation", name="Main").bounding_box()
+    main_nav = page.get_by_role("navigation", name="Main")
+    nav = main_nav.bounding_box()
     assert brand and sign_out and nav
     assert abs(brand["y"] - sign_out["y"]) < brand["height"]  # one line
     assert nav["y"] >= brand["y"] + brand["height"]  # the sections below it
+    # The sections wrap onto a second line rather than scrolling sideways out of view.
+    assert main_nav.evaluate("nav => nav.scrollWidth <= nav.clientWidth")
+    for link in main_nav.get_by_role("link").all():
+        box = link.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
     header = page.locator(".site-header").bounding_box()
-    assert header and header["height"] < 3 * brand["height"] + 24
-    # The account pages are still one tap away, on the sections' line.
-    main_nav = page.get_by_role("navigation", name="Main")
+    assert header and header["height"] < 3 * brand["height"] + 40  # three lines at most
+    # The account pages are still one tap away, on the sections' lines.
     for name in ("Two-factor", "Sessions"):
         assert main_nav.get_by_role("link", name=name).count()
     page.set_viewport_size({"width": 1280, "height": 800})
