@@ -180,3 +180,18 @@ def test_a_wrong_authenticator_code_sends_back_a_summary(page: Any, owner: Any) 
     page.get_by_role("button", name="Activate").click()
 
     assert_error_summary(page, "Activate Authenticator App", {"Authenticator code:": "id_code"})
+
+
+def test_the_daily_limits_form_sends_back_a_summary(
+    page: Any, owner: Any, oauth_client: OAuthClient
+) -> None:
+    sign_in(page, owner)
+    page.goto(f"/clients/{oauth_client.code}/")
+    page.get_by_role("spinbutton", name="Locations").fill("-5")
+    page.get_by_role("button", name="Save limits").click()
+
+    assert_error_summary(
+        page,
+        "Shopping app",
+        {"Locations: Enter 0 or more calls a day (0 stops every call).": "id_locations"},
+    )
