@@ -68,6 +68,10 @@ def signed_in_pages(connection: Connection, client: OAuthClient) -> list[str]:
         "/accounts/2fa/required/",
         "/accounts/sessions/",
         "/accounts/password/change/",
+        "/accounts/email/",
+        "/accounts/reauthenticate/",
+        "/accounts/2fa/totp/activate/",  # asks to confirm it is you first
+        "/accounts/2fa/webauthn/add/",
         "/oauth/callback/?state=unknown&code=x",
         f"/connections/{uuid.uuid4()}/",  # the 404 page
     ]
