@@ -39,12 +39,14 @@ NOT_SIGNED_IN = (
 
 
 class AuthorizationRefused(Exception):
-    """A callback that must not reach Kroger; ``status`` is 400 or 403, ``message`` for people."""
+    """A callback that must not reach Kroger; ``status`` is 400 or 403, ``message`` for people.
+    ``connection`` is the one the person was authorizing, where it is theirs to see."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, connection: Connection | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.connection = connection
 
 
 class AuthorizationFailed(Exception):
@@ -191,10 +193,13 @@ def claim(state: str, user: Any) -> AuthorizationAttempt:
                 "their own authorization: start it again from the connection page.",
             )
         if attempt.used_at is not None:
+            # Most often the page was reloaded or sent twice: the first post may still be
+            # finishing, and the connection's page shows how it ended.
             raise AuthorizationRefused(
                 400,
-                "This authorization result was already used. Start the authorization again "
-                "from the connection page.",
+                "This authorization result was already used. The connection's page shows "
+                "whether that authorization succeeded; if not, start it again from there.",
+                attempt.connection,
             )
         if attempt.is_expired():
             raise AuthorizationRefused(

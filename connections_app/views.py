@@ -362,8 +362,20 @@ def _callback_headers(view: Any) -> Any:
     return wrapper
 
 
-def _callback_error(request: HttpRequest, status: int, message: str) -> HttpResponse:
-    return render(request, "connections/oauth_error.html", {"message": message}, status=status)
+def _callback_error(
+    request: HttpRequest, status: int, message: str, connection: Connection | None = None
+) -> HttpResponse:
+    if connection is not None:
+        try:
+            connection = get_connection_for_user(request.user, connection.code)
+        except (PermissionDenied, Http404):
+            connection = None
+    return render(
+        request,
+        "connections/oauth_error.html",
+        {"message": message, "connection": connection},
+        status=status,
+    )
 
 
 # What Kroger's redirect may carry (RFC 6749 section 4.1.2), passed on to oauth_complete.
@@ -403,7 +415,7 @@ def oauth_complete(request: HttpRequest) -> HttpResponse:
     try:
         connection = consent.complete(request.POST, request.user)
     except consent.AuthorizationRefused as refused:
-        return _callback_error(request, refused.status, refused.message)
+        return _callback_error(request, refused.status, refused.message, refused.connection)
     except consent.AuthorizationFailed as failed:
         messages.error(request, failed.message)
         return redirect("connection_detail", code=failed.connection.code)

@@ -130,7 +130,10 @@ def test_it_rejects_a_replayed_state(
 
     for replay in (client.post("/oauth/complete/", form), finish(client, url)):
         assert replay.status_code == 400
-        assert "already used" in replay.content.decode()
+        page = replay.content.decode()
+        assert "already used" in page
+        # A reload while the first post was finishing: the connection's page tells the end.
+        assert f'href="/connections/{connection.code}/">Open “Store cart”</a>' in page
     assert len(fake.token_calls) == 1
 
 
