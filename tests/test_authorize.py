@@ -23,6 +23,7 @@ from connections_app.models import (
 )
 from tests.conftest import CLIENT_SECRET
 from tests.fakes.fake_kroger import FakeKroger
+from tests.test_oauth_callback import finish
 
 pytestmark = pytest.mark.django_db
 
@@ -200,7 +201,7 @@ def test_reauthorize_replaces_the_tokens_only_when_new_ones_arrive(
     assert connection.access_token == old_access  # still usable while the shopper decides
 
     callback = urlsplit(fake.consent(consent_url))
-    client.get(f"{callback.path}?{callback.query}")
+    finish(client, f"{callback.path}?{callback.query}")
     connection.refresh_from_db()
     assert connection.access_token not in ("", old_access)
     assert connection.refresh_token not in ("", old_refresh)
