@@ -195,3 +195,24 @@ def test_the_daily_limits_form_sends_back_a_summary(
         "Shopping app",
         {"Locations: Enter 0 or more calls a day (0 stops every call).": "id_locations"},
     )
+
+
+def test_a_password_change_sends_back_one_summary(page: Any, owner: Any) -> None:
+    sign_in(page, owner)
+    page.goto("/accounts/password/change/")
+    page.get_by_label("Current Password").fill("not the password")
+    page.get_by_role("button", name="Change Password").click()
+
+    assert_error_summary(page, "Change Password", {"Current Password:": "id_oldpassword"})
+
+
+def test_adding_a_bad_email_address_sends_back_one_summary(page: Any, owner: Any) -> None:
+    sign_in(page, owner)
+    page.goto("/accounts/email/")
+    page.get_by_label("Email").fill("not an address")
+    page.get_by_role("button", name="Add Email").click()
+
+    assert page.locator("[data-error-summary]").count() == 1
+    assert_error_summary(
+        page, "Email Addresses", {"Email: Enter a valid email address.": "id_email"}
+    )
