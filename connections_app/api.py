@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from connections_app import lifecycle, proxy
@@ -87,7 +88,18 @@ def api_view_for(*methods: str) -> Callable[[ApiView], ApiView]:
 api_view = api_view_for("GET")
 
 
-def service_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def service_key_required(view: ApiView) -> ApiView:
+    return _key_required(view, hands_out_tokens=False)
+
+
+def token_key_required(view: ApiView) -> ApiView:
+    """``service_key_required`` for the token endpoint: on PostgreSQL the query that reads
+    the key also counts the hand-out (``ServiceKey.authenticate_for``), one statement in all
+    for a token that is handed out as stored."""
+    return _key_required(view, hands_out_tokens=True)
+
+
+def _key_required(view: ApiView, *, hands_out_tokens: bool) -> ApiView:
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         raw = _bearer(request)
@@ -100,7 +112,10 @@ def service_key_required(view: Callable[..., HttpResponse]) -> Callable[..., Htt
         if code is None:
             key = ServiceKey.authenticate(raw)
         else:
-            key = ServiceKey.authenticate_for(raw, code)
+            now = timezone.now()
+            key = ServiceKey.authenticate_for(
+                raw, code, now, hand_out_at=now if hands_out_tokens else None
+            )
         if key is None:
             return _unauthorized(
                 "This service key is not valid: it is unknown, revoked or expired.", invalid=True
@@ -134,7 +149,7 @@ def connection_list(request: HttpRequest) -> HttpResponse:
 
 
 @api_view
-@service_key_required
+@token_key_required
 def connection_token(request: HttpRequest, code: str) -> HttpResponse:
     key: ServiceKey = request.service_key  # type: ignore[attr-defined]
     if not key.may_fetch_tokens:
@@ -145,12 +160,18 @@ def connection_token(request: HttpRequest, code: str) -> HttpResponse:
             "/api/v1/connections/<id>/kroger/<path>, or ask an administrator to allow tokens.",
         )
     connection = get_connection_for_service_key(key, code)
+    counted = key.hand_out_counted
     try:
         token = lifecycle.get_access_token(connection, actor=Actor(label=f"service key {key.name}"))
     except TokenUnavailable as exc:
+        if counted is not None:
+            TokenHandout.take_back(counted, service_key=key, connection=connection)
         return error(409, exc.code, exc.reason)
     # One counter per key, connection and hour rather than an audit row per token.
-    TokenHandout.bump(service_key=key, connection=connection)
+    if counted is None:
+        TokenHandout.bump(service_key=key, connection=connection)
+    elif counted.count == 1:
+        TokenHandout.prune(timezone.now())  # the hour's first hand-out
     return JsonResponse(
         {
             "access_token": token.access_token,

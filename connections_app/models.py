@@ -8,6 +8,7 @@ except the explicit accessors the token operations use.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -749,6 +750,7 @@ class ServiceKey(models.Model):
 
     # Set by authenticate_for: (the code asked for, the connection found or None).
     _connection_read: tuple[uuid.UUID | None, Connection | None] | None = None
+    hand_out_counted: HandOutCounted | None = None
 
     class Meta:
         ordering = ["name"]
@@ -828,11 +830,18 @@ class ServiceKey(models.Model):
 
     @classmethod
     def authenticate_for(
-        cls, raw: str, code: uuid.UUID | str, now: datetime | None = None
+        cls,
+        raw: str,
+        code: uuid.UUID | str,
+        now: datetime | None = None,
+        *,
+        hand_out_at: datetime | None = None,
     ) -> ServiceKey | None:
         """``authenticate``, reading in the same query the connection ``code`` (with its
         client) if the key may use it: one query for what every API call about a connection
-        needs. ``usable_connection(code)`` then answers without another."""
+        needs. ``usable_connection(code)`` then answers without another. With
+        ``hand_out_at``, the query may also count a token hand-out (``hand_out_counted``;
+        see ``_key_and_connection``)."""
         if not raw.startswith(cls.PREFIX) or len(raw) > 200:
             return None
         digest = cls.hash_key(raw)
@@ -841,10 +850,11 @@ class ServiceKey(models.Model):
             wanted = code if isinstance(code, uuid.UUID) else uuid.UUID(str(code))
         except ValueError:
             wanted = None  # matches no connection
-        key, connection = _key_and_connection(digest, wanted)
+        key, connection, counted = _key_and_connection(digest, wanted, hand_out_at)
         if key is None or not hmac.compare_digest(key.key_hash, digest):
             return None
         key._connection_read = (wanted, connection)
+        key.hand_out_counted = counted
         return key if key.is_active_at(now) else None
 
     def usable_connection(self, code: uuid.UUID | str) -> Connection | None:
@@ -1184,43 +1194,89 @@ def _instance_from(model: type[Any], db: Any, values: list[Any]) -> Any:
     return model.from_db(db.alias, names, converted)
 
 
+@dataclass(frozen=True)
+class HandOutCounted:
+    """A token hand-out counted by the query that read the key (``authenticate_for``)."""
+
+    hour: datetime
+    count: int  # the hour's count with this one: 1 for the hour's first
+
+
 def _key_and_connection(
-    digest: str, code: uuid.UUID | None
-) -> tuple[ServiceKey | None, Connection | None]:
+    digest: str, code: uuid.UUID | None, hand_out_at: datetime | None = None
+) -> tuple[ServiceKey | None, Connection | None, HandOutCounted | None]:
     """The service key with this hash and, in the same query, the connection ``code`` with
     its client when the key may use it. Written out as SQL for the reason given in
-    ``counted_update``: this runs first on every API call."""
+    ``counted_update``: this runs first on every API call.
+
+    With ``hand_out_at`` (the token endpoint; PostgreSQL), the same statement also counts the
+    hand-out in the hour's TokenHandout row when one is all but certain: the key is active and
+    may fetch tokens, and the connection is Online with an unexpired token. The caller takes
+    the count back if no token comes of it after all (``TokenHandout.take_back``)."""
     db = connections[router.db_for_read(ServiceKey)]
-    quote = db.ops.quote_name
-    scope = ServiceKey._meta.get_field("connections")
-    through = scope.remote_field.through._meta.db_table  # type: ignore[union-attr]
-    key_column = quote(scope.m2m_column_name())  # type: ignore[attr-defined]
-    connection_column = quote(scope.m2m_reverse_name())  # type: ignore[attr-defined]
-    # Only quoted names from the models' metadata are interpolated; values are parameters.
-    sql = (
-        f"SELECT {_columns(ServiceKey, 'k', db)}, {_columns(Connection, 'c', db)}, "  # noqa: S608
-        f"{_columns(OAuthClient, 'o', db)} "
-        f"FROM {quote(ServiceKey._meta.db_table)} k "
-        f"LEFT JOIN {quote(Connection._meta.db_table)} c ON c.{quote('code')} = %s AND "
-        f"(k.{quote('all_connections')} OR EXISTS (SELECT 1 FROM {quote(through)} t "
-        f"WHERE t.{key_column} = k.{quote('id')} AND t.{connection_column} = c.{quote('id')})) "
-        f"LEFT JOIN {quote(OAuthClient._meta.db_table)} o ON o.{quote('id')} = "
-        f"c.{quote('client_id')} "
-        f"WHERE k.{quote('key_hash')} = %s"
-    )
-    code_field = Connection._meta.get_field("code")
-    params = [code_field.get_db_prep_value(code, db) if code else None, digest]
+    counting = hand_out_at is not None and db.vendor == "postgresql"
+    code_value = Connection._meta.get_field("code").get_db_prep_value(code, db) if code else None
+    params: list[Any] = [code_value, digest]
+    if counting:
+        assert hand_out_at is not None
+        hour = _hour(hand_out_at)
+        params = [
+            *[hour, hand_out_at, hand_out_at],
+            *[code_value, digest, hand_out_at, ConnectionStatus.ONLINE.value, hand_out_at],
+            *params,
+        ]
     with db.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_key_and_connection_sql(db.alias, counting), params)
         row = cursor.fetchone()
     if row is None:
-        return None, None
-    widths = [len(m._meta.concrete_fields) for m in (ServiceKey, Connection)]
+        return None, None, None
+    widths = [len(m._meta.concrete_fields) for m in (ServiceKey, Connection, OAuthClient)]
     key = _instance_from(ServiceKey, db, list(row[: widths[0]]))
-    connection = _instance_from(Connection, db, list(row[widths[0] : sum(widths)]))
+    connection = _instance_from(Connection, db, list(row[widths[0] : widths[0] + widths[1]]))
     if connection is not None:
-        connection.client = _instance_from(OAuthClient, db, list(row[sum(widths) :]))
-    return key, connection
+        client_columns = row[widths[0] + widths[1] : sum(widths)]
+        connection.client = _instance_from(OAuthClient, db, list(client_columns))
+    counted = None
+    if counting and row[-1] is not None:
+        counted = HandOutCounted(hour=hour, count=row[-1])
+    return key, connection, counted
+
+
+@functools.cache
+def _key_and_connection_sql(alias: str, counting: bool) -> str:
+    db = connections[alias]
+    quote = db.ops.quote_name
+    scope = ServiceKey._meta.get_field("connections")
+    through = quote(scope.remote_field.through._meta.db_table)  # type: ignore[union-attr]
+    key_column = quote(scope.m2m_column_name())  # type: ignore[attr-defined]
+    connection_column = quote(scope.m2m_reverse_name())  # type: ignore[attr-defined]
+    keys, conns = quote(ServiceKey._meta.db_table), quote(Connection._meta.db_table)
+    # Only names from the models' metadata are interpolated; values are parameters.
+    in_scope = (
+        f"c.code = %s AND (k.all_connections OR EXISTS (SELECT 1 FROM {through} t "  # noqa: S608
+        f"WHERE t.{key_column} = k.id AND t.{connection_column} = c.id))"
+    )
+    select = (
+        f"SELECT {_columns(ServiceKey, 'k', db)}, {_columns(Connection, 'c', db)}, "  # noqa: S608
+        f"{_columns(OAuthClient, 'o', db)}{', (SELECT count FROM h)' if counting else ''} "
+        f"FROM {keys} k LEFT JOIN {conns} c ON {in_scope} "
+        f"LEFT JOIN {quote(OAuthClient._meta.db_table)} o ON o.id = c.client_id "
+        "WHERE k.key_hash = %s"
+    )
+    if not counting:
+        return select
+    handouts = quote(TokenHandout._meta.db_table)
+    return (
+        f"WITH h AS (INSERT INTO {handouts} "  # noqa: S608
+        "(hour, count, first_at, last_at, service_key_id, connection_id) "
+        f"SELECT %s, 1, %s, %s, k.id, c.id FROM {keys} k JOIN {conns} c ON {in_scope} "
+        "WHERE k.key_hash = %s AND k.may_fetch_tokens AND k.revoked_at IS NULL "
+        "AND (k.expires_at IS NULL OR k.expires_at > %s) "
+        "AND c.status = %s AND c.token_expires_at > %s "
+        "ON CONFLICT (hour, service_key_id, connection_id) DO UPDATE "
+        f"SET count = {handouts}.count + 1, last_at = EXCLUDED.last_at RETURNING count) "
+        f"{select}"
+    )
 
 
 def _hour(moment: datetime) -> datetime:
@@ -1250,6 +1306,11 @@ class HourlyCounter(models.Model):
             return
         cls.objects.bulk_create([cls(**lookup, **cls._first_values(now))], ignore_conflicts=True)
         cls._add_one(lookup, now)
+        cls.prune(now)
+
+    @classmethod
+    def prune(cls, now: datetime) -> None:
+        """Delete the rows older than USAGE_RETENTION_DAYS (at an hour's first event)."""
         retention = timedelta(days=settings.USAGE_RETENTION_DAYS)
         cls.objects.filter(hour__lt=_hour(now) - retention).delete()
 
@@ -1326,6 +1387,15 @@ class TokenHandout(HourlyCounter):
     @classmethod
     def _first_values(cls, now: datetime) -> dict[str, Any]:
         return {"count": 0, "first_at": now, "last_at": now}
+
+    @classmethod
+    def take_back(
+        cls, counted: HandOutCounted, *, service_key: ServiceKey, connection: Connection
+    ) -> None:
+        """Undo a count made by ``ServiceKey.authenticate_for`` when no token came of it."""
+        cls.objects.filter(
+            hour=counted.hour, service_key=service_key, connection=connection, count__gt=0
+        ).update(count=models.F("count") - 1)
 
 
 # --- Webhooks: endpoints, the outbox and its delivery log -----------------------------------
