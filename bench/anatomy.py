@@ -1,21 +1,15 @@
 """Bench-only views for ``bench/proxy.py``: the token endpoint rebuilt one step at a time on top
-of the ceiling view, so that the time of each step (service key, connection, token, hand-out
-count, and the audit row it replaced) can be read off as a difference in requests/s.
-
-``bench/wsgi.py`` serves ``/bench/lean/…`` through a handler with only the middleware the API
-needs, to show what the rest of the middleware costs the API.
+of the ceiling view, through the pages' middleware and with the ORM's queries it used to make
+(one per step), so that the time of each step (service key, connection, token, hand-out count,
+and the audit row it replaced) can be read off as a difference in requests/s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import path
 
-from django.core.handlers.wsgi import WSGIHandler
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.urls import URLPattern, path
-
-from connections_app import api, lifecycle
-from connections_app.access import get_connection_for_service_key
+from connections_app import lifecycle
 from connections_app.lifecycle import Actor
 from connections_app.models import AuditAction, AuditEvent, Connection, ServiceKey, TokenHandout
 
@@ -41,14 +35,21 @@ def key(request: HttpRequest, code: str) -> JsonResponse:
     return _json({"connection": row})
 
 
+def _connection(key: ServiceKey, code: str) -> Connection:
+    try:
+        return key.usable_connections().select_related("client").get(code=code)
+    except Connection.DoesNotExist:
+        raise Http404 from None
+
+
 def connection(request: HttpRequest, code: str) -> JsonResponse:
-    found = get_connection_for_service_key(_key(request), code)
+    found = _connection(_key(request), code)
     return _json({"connection": {"code": str(found.code), "name": found.name}})
 
 
 def _token(request: HttpRequest, code: str) -> tuple[ServiceKey, Connection, JsonResponse]:
     service_key = _key(request)
-    found = get_connection_for_service_key(service_key, code)
+    found = _connection(service_key, code)
     token = lifecycle.get_access_token(found, actor=Actor(label=service_key.name))
     response = _json({"access_token": token.access_token, "expires_at": str(token.expires_at)})
     return service_key, found, response
@@ -77,29 +78,10 @@ def audited(request: HttpRequest, code: str) -> JsonResponse:
     return response
 
 
-def urlpatterns_for(ceiling: Callable[..., HttpResponse]) -> list[URLPattern]:
-    return [
-        path("bench/anatomy/key/<str:code>", key),
-        path("bench/anatomy/connection/<str:code>", connection),
-        path("bench/anatomy/token/<str:code>", token),
-        path("bench/anatomy/counted/<str:code>", counted),
-        path("bench/anatomy/audited/<str:code>", audited),
-        path("bench/lean/ceiling/<int:pk>", ceiling),
-        path("bench/lean/token/<str:code>", api.connection_token),
-    ]
-
-
-# What the service API needs of the middleware: HTTPS rules (HSTS, nosniff, referrer policy).
-API_MIDDLEWARE = ["django.middleware.security.SecurityMiddleware"]
-
-
-class ApiMiddlewareOnly(WSGIHandler):
-    def load_middleware(self, is_async: bool = False) -> None:
-        from django.conf import settings
-
-        full = settings.MIDDLEWARE
-        settings.MIDDLEWARE = API_MIDDLEWARE
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = full
+urlpatterns = [
+    path("bench/anatomy/key/<str:code>", key),
+    path("bench/anatomy/connection/<str:code>", connection),
+    path("bench/anatomy/token/<str:code>", token),
+    path("bench/anatomy/counted/<str:code>", counted),
+    path("bench/anatomy/audited/<str:code>", audited),
+]

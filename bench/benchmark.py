@@ -317,7 +317,7 @@ def main() -> int:
     valid, expiring, raw = seed(fake)
     token_path = f"/api/v1/connections/{valid.code}/token"
     race_path = f"/api/v1/connections/{expiring.code}/token"
-    ceiling_path = f"/bench/ceiling/{valid.pk}"
+    ceiling_path = f"/api/bench/ceiling/{valid.pk}"  # the API's middleware, as the endpoint
 
     first_use = count_queries(token_path, raw)
     steady = count_queries(token_path, raw)

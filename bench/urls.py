@@ -2,6 +2,8 @@
 
 ``ceiling`` reads one row by primary key and returns it as JSON: the fastest answer this stack
 (gunicorn, Django's middleware, PostgreSQL) can give, to compare the token endpoint against.
+Under ``/api/bench/`` it runs the same middleware as the service API (API_MIDDLEWARE), so it is
+what the token endpoint is measured against; under ``/bench/`` it runs the pages' middleware.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def ceiling(request: HttpRequest, pk: int) -> JsonResponse:
 
 urlpatterns = [
     *portal_urlpatterns,
+    path("api/bench/ceiling/<int:pk>", ceiling),
     path("bench/ceiling/<int:pk>", ceiling),
-    *anatomy.urlpatterns_for(ceiling),  # bench/proxy.py: the token endpoint step by step
+    *anatomy.urlpatterns,  # bench/proxy.py: the token endpoint step by step
 ]

@@ -246,6 +246,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /api/ runs its own, shorter list (connections_app.middleware.API_MIDDLEWARE).
+    "connections_app.middleware.ApiMiddlewareOnly",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "connections_app.middleware.refuse_nul_bytes",

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection as connection_db
 from django.test import Client
 from django.utils import timezone
@@ -550,3 +551,25 @@ def test_a_token_that_expired_before_its_last_refresh_is_renewed_not_a_crash(
     response = api(client, token_url(connection), raw)
     assert response.status_code == 200
     assert len(fake_kroger.token_calls_for("refresh_token")) == 1
+
+
+def test_the_api_runs_only_the_middleware_it_needs(
+    client: Client, key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    response = api(client, token_url(authorized), key[1])
+    assert response.status_code == 200
+    assert response["X-Content-Type-Options"] == "nosniff"  # the HTTPS rules still apply
+    assert not response.cookies  # no session, no CSRF cookie
+    assert "Content-Security-Policy" not in response and "X-Frame-Options" not in response
+    # The pages keep their whole list.
+    page = client.get("/accounts/login/")
+    assert "Content-Security-Policy" in page and page["X-Frame-Options"] == "DENY"
+    assert django_settings.CSRF_COOKIE_NAME in page.cookies
+
+
+def test_the_api_still_refuses_a_host_it_does_not_serve(
+    key: tuple[ServiceKey, str], authorized: Connection
+) -> None:
+    response = api(Client(HTTP_HOST="portal.example.net"), token_url(authorized), key[1])
+    assert response.status_code == 400
+    assert not TokenHandout.objects.exists()
