@@ -75,7 +75,9 @@ class UncountedPage:
 
     @classmethod
     def of(cls, connections: QuerySet[Connection], asked: str | None) -> UncountedPage:
-        number = int(asked) if asked and asked.isdigit() and 0 < int(asked) < 10**6 else 1
+        asked = asked or ""
+        digits = asked.isascii() and asked.isdigit()
+        number = int(asked) if digits and 0 < int(asked) < 10**6 else 1
         start = (number - 1) * PAGE_SIZE
         rows = list(connections[start : start + PAGE_SIZE + 1])
         return cls(number, rows[:PAGE_SIZE], has_next=len(rows) > PAGE_SIZE)

@@ -84,7 +84,7 @@ def test_a_full_last_page_has_no_next_link(
     assert "Next" not in second
 
 
-@pytest.mark.parametrize("asked", ["0", "-1", "two", "9999999999"])
+@pytest.mark.parametrize("asked", ["0", "-1", "two", "²", "9999999999"])
 def test_a_page_number_that_is_not_one_shows_the_first_page(
     client: Any, owner: Any, oauth_client: OAuthClient, asked: str
 ) -> None:
