@@ -572,11 +572,25 @@ def _token_url(environment: str) -> str:
     return f"{_base_url(environment)}connect/oauth2/token"
 
 
+class _SharedAdapter(requests.adapters.HTTPAdapter):
+    """The connection pool of every token request and test call: each has a session of its
+    own (a new OAuth2Session, so nothing of one request carries over to the next), but they
+    reuse kept-alive TLS connections to Kroger instead of a handshake each. Closing a session
+    leaves the pool open: it belongs to the process."""
+
+    def close(self) -> None:
+        pass
+
+
+_shared_adapter = _SharedAdapter(pool_maxsize=32)  # run_worker --concurrency is at most 32
+
+
 def _session(client_id: str | None = None, **kwargs: Any) -> OAuth2Session:
     session = OAuth2Session(client_id, **kwargs)
     # A redirect from Kroger's API means a wrong base URL; following one would carry the
     # request (a code, a refresh token) somewhere else. It becomes TooManyRedirects instead.
     session.max_redirects = 0
+    session.mount("https://", _shared_adapter)
     return session
 
 
