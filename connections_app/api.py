@@ -89,7 +89,14 @@ api_view = api_view_for("GET")
 
 
 def service_key_required(view: ApiView) -> ApiView:
-    return _key_required(view, hands_out_tokens=False)
+    return _key_required(view)
+
+
+def proxy_key_required(view: ApiView) -> ApiView:
+    """``service_key_required`` for the proxy: on PostgreSQL the query that reads the key
+    also counts the call in the client's budget (``ServiceKey.authenticate_for``) when the
+    path names a Kroger API; a call the proxy then refuses before sending it is refunded."""
+    return _key_required(view, counts_calls=True)
 
 
 def token_key_required(view: ApiView) -> ApiView:
@@ -99,7 +106,9 @@ def token_key_required(view: ApiView) -> ApiView:
     return _key_required(view, hands_out_tokens=True)
 
 
-def _key_required(view: ApiView, *, hands_out_tokens: bool) -> ApiView:
+def _key_required(
+    view: ApiView, *, hands_out_tokens: bool = False, counts_calls: bool = False
+) -> ApiView:
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         raw = _bearer(request)
@@ -114,7 +123,11 @@ def _key_required(view: ApiView, *, hands_out_tokens: bool) -> ApiView:
         else:
             now = timezone.now()
             key = ServiceKey.authenticate_for(
-                raw, code, now, hand_out_at=now if hands_out_tokens else None
+                raw,
+                code,
+                now,
+                hand_out_at=now if hands_out_tokens else None,
+                call_to=_api_of(kwargs.get("path", "")) if counts_calls else None,
             )
         if key is None:
             return _unauthorized(
@@ -125,6 +138,15 @@ def _key_required(view: ApiView, *, hands_out_tokens: bool) -> ApiView:
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def _api_of(path: str) -> str | None:
+    """The Kroger API a proxied call to ``path`` counts against, or None for a path the
+    proxy refuses."""
+    try:
+        return proxy.Call("GET", proxy.checked_path(path), "", None).api
+    except proxy.Refused:
+        return None
 
 
 def _connection_json(connection: Connection) -> dict[str, Any]:
@@ -185,7 +207,7 @@ def connection_token(request: HttpRequest, code: str) -> HttpResponse:
 
 
 @api_view_for(*proxy.METHODS)
-@service_key_required
+@proxy_key_required
 def connection_proxy(request: HttpRequest, code: str, path: str) -> HttpResponse:
     key: ServiceKey = request.service_key  # type: ignore[attr-defined]
     if not key.may_proxy:
@@ -206,6 +228,7 @@ def connection_proxy(request: HttpRequest, code: str, path: str) -> HttpResponse
         )
         answer = proxy.forward(key, code, call)
     except proxy.Refused as refused:
+        proxy.take_back(key)  # refused before it went out: not a call to Kroger
         refusal = error(refused.status, refused.code, refused.message)
         if refused.retry_after is not None:
             refusal["Retry-After"] = str(refused.retry_after)

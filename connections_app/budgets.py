@@ -29,6 +29,7 @@ from connections_app.models import (
     BUDGET_WINDOW,
     ApiBudget,
     ApiUsage,
+    CallCounted,
     KeyQuota,
     OAuthClient,
     ServiceKey,
@@ -181,10 +182,17 @@ def _spend_at_once(
     return budget, usage_counted
 
 
+def after_counted(counted: CallCounted, key: ServiceKey) -> None:
+    """What follows a proxied call counted by the statement that read the service key
+    (``ServiceKey.authenticate_for``), as after one counted by ``spend``."""
+    _after_counting((counted.budget, counted.usage_counted), key, counted.at)
+
+
 def _after_counting(counted: tuple[ApiBudget, bool], key: ServiceKey | None, now: datetime) -> None:
-    """What follows a call counted by ``_spend_at_once``: the hour's first usage row, the 80%
-    warning (once per window: the caller whose update marks the window sends it) and the
-    exhausted event (the caller whose count reached the limit)."""
+    """What follows a call counted in one statement (``_spend_at_once``, ``after_counted``):
+    the hour's first usage row, the 80% warning (once per window: the caller whose update
+    marks the window sends it) and the exhausted event (the caller whose count reached the
+    limit)."""
     budget, usage_counted = counted
     if not usage_counted:
         ApiUsage.bump(now, client=budget.client, api=budget.api, service_key=key)

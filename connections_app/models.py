@@ -751,6 +751,7 @@ class ServiceKey(models.Model):
     # Set by authenticate_for: (the code asked for, the connection found or None).
     _connection_read: tuple[uuid.UUID | None, Connection | None] | None = None
     hand_out_counted: HandOutCounted | None = None
+    call_counted: CallCounted | None = None
 
     class Meta:
         ordering = ["name"]
@@ -836,12 +837,14 @@ class ServiceKey(models.Model):
         now: datetime | None = None,
         *,
         hand_out_at: datetime | None = None,
+        call_to: str | None = None,
     ) -> ServiceKey | None:
         """``authenticate``, reading in the same query the connection ``code`` (with its
         client) if the key may use it: one query for what every API call about a connection
         needs. ``usable_connection(code)`` then answers without another. With
         ``hand_out_at``, the query may also count a token hand-out (``hand_out_counted``;
-        see ``_key_and_connection``)."""
+        see ``_key_and_connection``); with ``call_to`` (an API), a proxied call to it
+        (``call_counted``; see ``_key_connection_and_call``)."""
         if not raw.startswith(cls.PREFIX) or len(raw) > 200:
             return None
         digest = cls.hash_key(raw)
@@ -850,11 +853,19 @@ class ServiceKey(models.Model):
             wanted = code if isinstance(code, uuid.UUID) else uuid.UUID(str(code))
         except ValueError:
             wanted = None  # matches no connection
-        key, connection, counted = _key_and_connection(digest, wanted, hand_out_at)
+        db = connections[router.db_for_read(ServiceKey)]
+        call_counted = None
+        if call_to is not None and wanted is not None and db.vendor == "postgresql":
+            now = now or timezone.now()  # the query's idea of "active" is the one below
+            key, connection, call_counted = _key_connection_and_call(digest, wanted, call_to, now)
+            counted = None
+        else:
+            key, connection, counted = _key_and_connection(digest, wanted, hand_out_at)
         if key is None or not hmac.compare_digest(key.key_hash, digest):
             return None
         key._connection_read = (wanted, connection)
         key.hand_out_counted = counted
+        key.call_counted = call_counted
         return key if key.is_active_at(now) else None
 
     def usable_connection(self, code: uuid.UUID | str) -> Connection | None:
@@ -1230,16 +1241,122 @@ def _key_and_connection(
         row = cursor.fetchone()
     if row is None:
         return None, None, None
+    key, connection = _key_and_connection_from(db, row)
+    counted = None
+    if counting and row[-1] is not None:
+        counted = HandOutCounted(hour=hour, count=row[-1])
+    return key, connection, counted
+
+
+def _key_and_connection_from(db: Any, row: Any) -> tuple[ServiceKey, Connection | None]:
+    """The key, and the connection with its client, from the first columns of ``row``."""
     widths = [len(m._meta.concrete_fields) for m in (ServiceKey, Connection, OAuthClient)]
     key = _instance_from(ServiceKey, db, list(row[: widths[0]]))
     connection = _instance_from(Connection, db, list(row[widths[0] : widths[0] + widths[1]]))
     if connection is not None:
         client_columns = row[widths[0] + widths[1] : sum(widths)]
         connection.client = _instance_from(OAuthClient, db, list(client_columns))
-    counted = None
-    if counting and row[-1] is not None:
-        counted = HandOutCounted(hour=hour, count=row[-1])
-    return key, connection, counted
+    return key, connection
+
+
+@dataclass(frozen=True)
+class CallCounted:
+    """A proxied call counted by the query that read the key (``authenticate_for``)."""
+
+    api: str
+    at: datetime
+    budget: ApiBudget  # as counted: its calls include this one
+    usage_counted: bool  # whether the hour's usage row was there and bumped with it
+
+
+def _key_connection_and_call(
+    digest: str, code: uuid.UUID, api: str, now: datetime
+) -> tuple[ServiceKey | None, Connection | None, CallCounted | None]:
+    """``_key_and_connection`` for the proxy (PostgreSQL): the same statement also counts the
+    call to ``api`` in the client's budget and this hour's usage when the call is all but
+    certain to go out: the key is active and may proxy, the connection is Online with an
+    unexpired token, the budget row has calls left in an open window (or a window to
+    start), no quota applies to the key for ``api``. Otherwise nothing is counted and the
+    proxy counts the call under the rows' locks (``budgets.spend``). A call refused after
+    all before it is sent is refunded (``budgets.refund``).
+
+    The budget's UPDATE is conditional and atomic by itself, as in ``budgets.spend``: a
+    concurrent caller's UPDATE waits for the row and evaluates the conditions again on the
+    row as this one left it, so a budget is never overspent."""
+    db = connections[router.db_for_read(ServiceKey)]
+    params: dict[str, Any] = {
+        "code": Connection._meta.get_field("code").get_db_prep_value(code, db),
+        "digest": digest,
+        "now": now,
+        "since": now - BUDGET_WINDOW,
+        "online": ConnectionStatus.ONLINE.value,
+        "api": api,
+        "hour": _hour(now),
+    }
+    with db.cursor() as cursor:
+        cursor.execute(_key_connection_and_call_sql(db.alias), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None, None, None
+    key, connection = _key_and_connection_from(db, row)
+    budget_id, daily_limit, window_started_at, calls, warned_for_window, usage = row[-6:]
+    if budget_id is None or connection is None:
+        return key, connection, None
+    budget = ApiBudget(
+        pk=budget_id,
+        client_id=connection.client_id,
+        api=api,
+        daily_limit=daily_limit,
+        window_started_at=window_started_at,
+        calls=calls,
+        warned_for_window=warned_for_window,
+    )
+    budget.client = connection.client  # already at hand: no query for its name
+    return key, connection, CallCounted(api=api, at=now, budget=budget, usage_counted=usage)
+
+
+@functools.cache
+def _key_connection_and_call_sql(alias: str) -> str:
+    db = connections[alias]
+    quote = db.ops.quote_name
+    scope = ServiceKey._meta.get_field("connections")
+    through = quote(scope.remote_field.through._meta.db_table)  # type: ignore[union-attr]
+    key_column = quote(scope.m2m_column_name())  # type: ignore[attr-defined]
+    connection_column = quote(scope.m2m_reverse_name())  # type: ignore[attr-defined]
+    keys, conns = quote(ServiceKey._meta.db_table), quote(Connection._meta.db_table)
+    budgets, quotas = quote(ApiBudget._meta.db_table), quote(KeyQuota._meta.db_table)
+    usage = quote(ApiUsage._meta.db_table)
+    # Only names from the models' metadata are interpolated; values are parameters.
+    in_scope = (
+        "c.code = %(code)s AND (k.all_connections OR EXISTS (SELECT 1 FROM "  # noqa: S608
+        f"{through} t WHERE t.{key_column} = k.id AND t.{connection_column} = c.id))"
+    )
+    open_window = "window_started_at > %(since)s"
+    return (
+        "WITH e AS ("  # noqa: S608
+        f"SELECT k.id AS key_id, c.client_id FROM {keys} k JOIN {conns} c ON {in_scope} "
+        "WHERE k.key_hash = %(digest)s AND k.may_proxy AND k.revoked_at IS NULL "
+        "AND (k.expires_at IS NULL OR k.expires_at > %(now)s) "
+        "AND c.status = %(online)s AND c.token_expires_at > %(now)s"
+        f"), b AS (UPDATE {budgets} SET "
+        f"window_started_at = CASE WHEN {open_window} THEN window_started_at ELSE %(now)s END, "
+        f"calls = CASE WHEN {open_window} THEN calls + 1 ELSE 1 END "
+        "WHERE client_id = (SELECT client_id FROM e) AND api = %(api)s "
+        "AND (spent_until IS NULL OR spent_until <= %(now)s) "
+        f"AND (daily_limit IS NULL OR daily_limit > CASE WHEN {open_window} THEN calls ELSE 0 END) "
+        f"AND NOT EXISTS (SELECT 1 FROM {quotas} q "
+        "WHERE q.service_key_id = (SELECT key_id FROM e) AND q.api = %(api)s) "
+        "RETURNING id, daily_limit, window_started_at, calls, warned_for_window"
+        f"), u AS (UPDATE {usage} SET count = count + 1 "
+        "WHERE hour = %(hour)s AND client_id = (SELECT client_id FROM e) AND api = %(api)s "
+        "AND service_key_id = (SELECT key_id FROM e) AND EXISTS (SELECT 1 FROM b) RETURNING 1) "
+        f"SELECT {_columns(ServiceKey, 'k', db)}, {_columns(Connection, 'c', db)}, "
+        f"{_columns(OAuthClient, 'o', db)}, b.id, b.daily_limit, b.window_started_at, b.calls, "
+        "b.warned_for_window, EXISTS (SELECT 1 FROM u) "
+        f"FROM {keys} k LEFT JOIN {conns} c ON {in_scope} "
+        f"LEFT JOIN {quote(OAuthClient._meta.db_table)} o ON o.id = c.client_id "
+        "LEFT JOIN b ON TRUE WHERE k.key_hash = %(digest)s"
+    )
 
 
 @functools.cache

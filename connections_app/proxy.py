@@ -22,6 +22,7 @@ from connections_app.access import get_connection_for_service_key
 from connections_app.lifecycle import Actor
 from connections_app.models import (
     AccessToken,
+    CallCounted,
     Connection,
     ServiceKey,
     TokenUnavailable,
@@ -183,7 +184,7 @@ def forward(key: ServiceKey, code: str, call: Call) -> kroger.ApiAnswer:
         token = lifecycle.get_access_token(connection, actor=actor)
     except TokenUnavailable as exc:
         raise Refused(409, exc.code, exc.reason) from None
-    answer = _send(connection, key, call, token)
+    answer = _send(connection, key, call, token, counted=key.call_counted)
     if answer.status != 401:
         return answer
     # Kroger refused a token the portal believed valid: renew it once, under the row lock.
@@ -196,13 +197,30 @@ def forward(key: ServiceKey, code: str, call: Call) -> kroger.ApiAnswer:
     return _send(connection, key, call, renewed)
 
 
+def take_back(key: ServiceKey) -> None:
+    """Refund the call counted with the key's read (``ServiceKey.authenticate_for``) when the
+    proxy refuses it before sending it: Kroger never saw it."""
+    counted, key.call_counted = key.call_counted, None
+    if counted is not None:
+        budgets.refund(counted.budget.client, counted.api, key, counted.at)
+
+
 def _send(
-    connection: Connection, key: ServiceKey, call: Call, token: AccessToken
+    connection: Connection,
+    key: ServiceKey,
+    call: Call,
+    token: AccessToken,
+    counted: CallCounted | None = None,
 ) -> kroger.ApiAnswer:
     client, api = connection.client, call.api
-    refusal = budgets.spend(client, api, key)
-    if refusal is not None:
-        raise Refused(429, refusal.code, refusal.message, retry_after=refusal.retry_after)
+    if counted is not None and counted.api == api:
+        key.call_counted = None  # it goes out now: counted once, whatever happens next
+        budgets.after_counted(counted, key)
+    else:
+        take_back(key)
+        refusal = budgets.spend(client, api, key)
+        if refusal is not None:
+            raise Refused(429, refusal.code, refusal.message, retry_after=refusal.retry_after)
     try:
         answer = kroger.call_api(
             environment=connection.environment,

@@ -8,7 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection as db_connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from connections_app.models import (
     ApiBudget,
@@ -493,3 +495,31 @@ def test_each_call_is_counted_per_client_api_and_key(
         ("products", "Shopping list service", 2),
         ("locations", "Shopping list service", 2),
     }
+
+
+def test_a_call_refused_before_it_is_sent_is_not_counted(
+    client: Client, online: Connection, proxy_key: str, fake_kroger: FakeKroger
+) -> None:
+    call(client, online, "cart/add", proxy_key, method="put", body={"items": []})
+    # The budget and the hour's usage row exist now: on PostgreSQL the next calls are counted
+    # by the statement that reads the key, and each refusal below must take its count back.
+    call(client, online, "cart/add", proxy_key, method="put", body="upc=1&qty=2")
+    call(client, online, "cart/add", proxy_key, method="put", body={"upc": "\u0000"})
+    call(client, online, "cart/add", proxy_key, headers={"X-Trace": "a\x01b"})
+    assert len(fake_kroger.api_requests) == 1
+    assert ApiBudget.objects.get(client=online.client, api="cart").calls == 1
+    assert ApiUsage.objects.get(client=online.client, api="cart").count == 1
+
+
+@pytest.mark.postgres
+def test_a_call_with_budget_left_costs_one_statement(
+    client: Client, online: Connection, proxy_key: str, fake_kroger: FakeKroger
+) -> None:
+    call(client, online, "products?filter.term=milk", proxy_key)  # makes the budget's rows
+    call(client, online, "products?filter.term=milk", proxy_key)  # past last_used_at's write
+    with CaptureQueriesContext(db_connection) as queries:
+        response = call(client, online, "products?filter.term=eggs", proxy_key)
+    assert response.status_code == 200
+    assert len(queries) == 1, [query["sql"] for query in queries]
+    assert ApiBudget.objects.get(client=online.client, api="products").calls == 3
+    assert ApiUsage.objects.get(client=online.client, api="products").count == 3
