@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import certifi
 import pytest
 from django.db import connection as db_connection
 from django.test import Client
@@ -376,6 +377,21 @@ def test_an_unreachable_kroger_answers_502_kroger_unreachable(
     # It never reached Kroger, so it is not counted against the budget.
     assert ApiBudget.objects.get(client=online.client, api="products").calls == 0
     assert sum(ApiUsage.objects.values_list("count", flat=True)) == 0
+
+
+def test_a_kroger_whose_certificate_is_not_trusted_is_not_called_or_counted(
+    client: Client,
+    online: Connection,
+    proxy_key: str,
+    fake_kroger: FakeKroger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # without the fake's test CA
+    response = call(client, online, "products?filter.term=milk", proxy_key)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "kroger_unreachable"
+    assert fake_kroger.api_requests == []
+    assert ApiBudget.objects.get(client=online.client, api="products").calls == 0
 
 
 def test_a_call_that_timed_out_stays_counted(
