@@ -748,8 +748,8 @@ class ServiceKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    # Set by authenticate_for: (the code asked for, the connection found or None).
-    _connection_read: tuple[uuid.UUID | None, Connection | None] | None = None
+    # Set by authenticate_for: (the code asked for, the connection found or None, when read).
+    _connection_read: tuple[uuid.UUID | None, Connection | None, datetime] | None = None
     hand_out_counted: HandOutCounted | None = None
     call_counted: CallCounted | None = None
 
@@ -855,15 +855,16 @@ class ServiceKey(models.Model):
             wanted = None  # matches no connection
         db = connections[router.db_for_read(ServiceKey)]
         call_counted = None
+        read_at = timezone.now()  # before the connection (and so its token) is read
         if call_to is not None and wanted is not None and db.vendor == "postgresql":
-            now = now or timezone.now()  # the query's idea of "active" is the one below
+            now = now or read_at  # the query's idea of "active" is the one below
             key, connection, call_counted = _key_connection_and_call(digest, wanted, call_to, now)
             counted = None
         else:
             key, connection, counted = _key_and_connection(digest, wanted, hand_out_at)
         if key is None or not hmac.compare_digest(key.key_hash, digest):
             return None
-        key._connection_read = (wanted, connection)
+        key._connection_read = (wanted, connection, read_at)
         key.hand_out_counted = counted
         key.call_counted = call_counted
         return key if key.is_active_at(now) else None
@@ -877,6 +878,14 @@ class ServiceKey(models.Model):
             return self.usable_connections().select_related("client").get(code=code)
         except (Connection.DoesNotExist, ValueError, TypeError, ValidationError):
             return None
+
+    def connection_read_at(self, code: uuid.UUID | str) -> datetime | None:
+        """When ``authenticate_for`` read the connection ``code``, if it did: a renewal by
+        another caller after that moment is one a request holding that read can use."""
+        read = getattr(self, "_connection_read", None)
+        if read is not None and str(read[0]) == str(code):
+            return read[2]
+        return None
 
     def is_active_at(self, now: datetime | None = None) -> bool:
         if self.revoked_at is not None:

@@ -175,9 +175,10 @@ def forward(key: ServiceKey, code: str, call: Call) -> kroger.ApiAnswer:
 
     Raises Http404 (the key may not use that connection) or Refused.
     """
-    # Taken before the connection (and so its token) is read: a renewal by another caller
-    # after this moment is one this request can use instead of renewing again.
-    read_at = timezone.now()
+    # When the connection (and so its token) was read, in the query that read the key or
+    # else just below: a renewal by another caller after that moment is one this request can
+    # use instead of renewing again.
+    read_at = key.connection_read_at(code) or timezone.now()
     connection = get_connection_for_service_key(key, code)
     actor = Actor(label=f"service key {key.name}")
     try:

@@ -13,6 +13,7 @@ from django.db import connection as db_connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from connections_app import lifecycle, proxy
 from connections_app.models import (
     ApiBudget,
     ApiUsage,
@@ -450,6 +451,25 @@ def test_a_stale_token_is_renewed_once_and_the_call_repeated_once(
     fresh = reloaded(online).access_token
     assert sent == [f"Bearer {stale}", f"Bearer {fresh}"]
     assert fresh != stale
+
+
+def test_a_renewal_by_another_caller_after_the_key_was_read_is_used_not_repeated(
+    online: Connection, proxy_key: str, fake_kroger: FakeKroger
+) -> None:
+    # The connection and its token are read with the key. Another caller renews between that
+    # read and this request's call: the 401 on the old token must use that renewal.
+    key = ServiceKey.authenticate_for(proxy_key, online.code)
+    assert key is not None
+    fake_kroger.expire_access_tokens()
+    renewed = lifecycle.renew(reloaded(online), actor=lifecycle.Actor(label="another caller"))
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1
+    answer = proxy.forward(
+        key, str(online.code), proxy.Call(method="GET", path="products", query="", body=None)
+    )
+    assert answer.status == 200
+    assert len(fake_kroger.token_calls_for("refresh_token")) == 1  # no second renewal
+    sent = [r["headers"]["Authorization"] for r in fake_kroger.api_requests]
+    assert sent[-1] == f"Bearer {renewed.access_token}"
 
 
 def test_a_put_rejected_with_401_is_repeated_once_with_the_renewed_token(
