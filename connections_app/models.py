@@ -1324,22 +1324,29 @@ def _key_connection_and_call(
     return key, connection, CallCounted(api=api, at=now, budget=budget, usage_counted=usage)
 
 
-@functools.cache
-def _key_connection_and_call_sql(alias: str) -> str:
-    db = connections[alias]
+def _key_scope_sql(db: Any, code: str) -> tuple[str, str, str]:
+    """The quoted key and connection tables (aliased ``k`` and ``c`` by the caller), and
+    the condition that ``c`` has the code given by the parameter ``code`` and ``k`` may use
+    it. Only names from the models' metadata are interpolated; values are parameters."""
     quote = db.ops.quote_name
     scope = ServiceKey._meta.get_field("connections")
     through = quote(scope.remote_field.through._meta.db_table)  # type: ignore[union-attr]
     key_column = quote(scope.m2m_column_name())  # type: ignore[attr-defined]
     connection_column = quote(scope.m2m_reverse_name())  # type: ignore[attr-defined]
-    keys, conns = quote(ServiceKey._meta.db_table), quote(Connection._meta.db_table)
+    in_scope = (
+        f"c.code = {code} AND (k.all_connections OR EXISTS (SELECT 1 FROM {through} t "  # noqa: S608
+        f"WHERE t.{key_column} = k.id AND t.{connection_column} = c.id))"
+    )
+    return quote(ServiceKey._meta.db_table), quote(Connection._meta.db_table), in_scope
+
+
+@functools.cache
+def _key_connection_and_call_sql(alias: str) -> str:
+    db = connections[alias]
+    quote = db.ops.quote_name
+    keys, conns, in_scope = _key_scope_sql(db, "%(code)s")
     budgets, quotas = quote(ApiBudget._meta.db_table), quote(KeyQuota._meta.db_table)
     usage = quote(ApiUsage._meta.db_table)
-    # Only names from the models' metadata are interpolated; values are parameters.
-    in_scope = (
-        "c.code = %(code)s AND (k.all_connections OR EXISTS (SELECT 1 FROM "  # noqa: S608
-        f"{through} t WHERE t.{key_column} = k.id AND t.{connection_column} = c.id))"
-    )
     open_window = "window_started_at > %(since)s"
     return (
         "WITH e AS ("  # noqa: S608
@@ -1372,16 +1379,7 @@ def _key_connection_and_call_sql(alias: str) -> str:
 def _key_and_connection_sql(alias: str, counting: bool) -> str:
     db = connections[alias]
     quote = db.ops.quote_name
-    scope = ServiceKey._meta.get_field("connections")
-    through = quote(scope.remote_field.through._meta.db_table)  # type: ignore[union-attr]
-    key_column = quote(scope.m2m_column_name())  # type: ignore[attr-defined]
-    connection_column = quote(scope.m2m_reverse_name())  # type: ignore[attr-defined]
-    keys, conns = quote(ServiceKey._meta.db_table), quote(Connection._meta.db_table)
-    # Only names from the models' metadata are interpolated; values are parameters.
-    in_scope = (
-        f"c.code = %s AND (k.all_connections OR EXISTS (SELECT 1 FROM {through} t "  # noqa: S608
-        f"WHERE t.{key_column} = k.id AND t.{connection_column} = c.id))"
-    )
+    keys, conns, in_scope = _key_scope_sql(db, "%s")
     select = (
         f"SELECT {_columns(ServiceKey, 'k', db)}, {_columns(Connection, 'c', db)}, "  # noqa: S608
         f"{_columns(OAuthClient, 'o', db)}{', (SELECT count FROM h)' if counting else ''} "
