@@ -37,6 +37,26 @@ def confirm_it_is_me(page: Any) -> None:
     page.get_by_role("button", name="Confirm").click()
 
 
+def add_virtual_authenticator(page: Any) -> None:
+    """Chromium's virtual authenticator: a platform passkey store that verifies the user
+    and answers every request by itself."""
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    devtools.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+
+
 def test_an_editor_sets_up_an_authenticator_app_and_signs_in_with_its_code(
     page: Any, owner: Any
 ) -> None:
@@ -61,21 +81,7 @@ def test_an_editor_sets_up_an_authenticator_app_and_signs_in_with_its_code(
 
 
 def test_an_editor_adds_a_passkey_and_signs_in_with_it(page: Any, owner: Any) -> None:
-    devtools = page.context.new_cdp_session(page)
-    devtools.send("WebAuthn.enable")
-    devtools.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {
-            "options": {
-                "protocol": "ctap2",
-                "transport": "internal",
-                "hasResidentKey": True,
-                "hasUserVerification": True,
-                "isUserVerified": True,
-                "automaticPresenceSimulation": True,
-            }
-        },
-    )
+    add_virtual_authenticator(page)
     sign_in(page, owner)
     page.goto("/")
     page.get_by_role("link", name="Passkey or security key").click()
@@ -100,21 +106,7 @@ def test_an_editor_adds_a_passkey_and_signs_in_with_it(page: Any, owner: Any) ->
 def add_passwordless_passkey(page: Any, user: Any) -> None:
     """Chromium's virtual authenticator holds a passkey ``user`` adds as passwordless; then
     they sign out."""
-    devtools = page.context.new_cdp_session(page)
-    devtools.send("WebAuthn.enable")
-    devtools.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {
-            "options": {
-                "protocol": "ctap2",
-                "transport": "internal",
-                "hasResidentKey": True,
-                "hasUserVerification": True,
-                "isUserVerified": True,
-                "automaticPresenceSimulation": True,
-            }
-        },
-    )
+    add_virtual_authenticator(page)
     sign_in(page, user)
     page.goto("/")
     page.get_by_role("link", name="Passkey or security key").click()
@@ -162,21 +154,7 @@ def test_with_password_sign_in_off_a_passkey_signs_in_superusers_alone(
 def test_a_passkey_that_is_only_a_second_factor_does_not_sign_in_alone(
     page: Any, owner: Any
 ) -> None:
-    devtools = page.context.new_cdp_session(page)
-    devtools.send("WebAuthn.enable")
-    devtools.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {
-            "options": {
-                "protocol": "ctap2",
-                "transport": "internal",
-                "hasResidentKey": True,
-                "hasUserVerification": True,
-                "isUserVerified": True,
-                "automaticPresenceSimulation": True,
-            }
-        },
-    )
+    add_virtual_authenticator(page)
     sign_in(page, owner)
     page.goto("/")
     page.get_by_role("link", name="Passkey or security key").click()
