@@ -632,8 +632,20 @@ def _send(environment: str, grant: str, call: Callable[[int], T]) -> T:
                 f"Could not reach Kroger ({env}): {type(exc).__name__}. Check this server's "
                 "network and DNS, and the configured Kroger address.",
                 grant=grant,
+                sent=not _never_sent(exc),
             )
         ) from None
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether requests failed before the request left: no connection could be made (refused,
+    unknown name) or the TLS handshake failed. A dropped connection may have reached Kroger."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError)
+    )
 
 
 def _check_transport(environment: str, response: requests.Response, grant: str) -> None:

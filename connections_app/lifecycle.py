@@ -754,6 +754,8 @@ def _call_test_endpoint(connection: Connection, endpoint: str, access_token: str
     except kroger.KrogerError as exc:
         if exc.status == 429:
             budgets.kroger_said_spent(connection.client, api, None)
+        elif not exc.sent:
+            budgets.refund(connection.client, api)  # it never left: Kroger did not count it
         raise
 
 

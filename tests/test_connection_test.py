@@ -10,6 +10,7 @@ import pytest
 
 from connections_app.models import (
     NEEDS_REAUTHORIZATION,
+    ApiBudget,
     AuditAction,
     AuditEvent,
     Connection,
@@ -163,3 +164,26 @@ def test_only_editors_may_test(
 def test_it_only_answers_post(client: Any, owner: Any, connection: Connection) -> None:
     client.force_login(owner)
     assert client.get(url(connection)).status_code == 405
+
+
+def test_a_test_that_never_reached_kroger_is_not_counted(
+    client: Any, owner: Any, connection: Connection, fake_kroger: FakeKroger, settings: Any
+) -> None:
+    authorize(connection, fake_kroger)
+    url_of_kroger = fake_kroger.url
+    fake_kroger.stop()  # nothing listens there now: the connection is refused
+    settings.KROGER_BASE_URLS = {"production": url_of_kroger, "certification": url_of_kroger}
+    client.force_login(owner)
+    page = html.unescape(client.post(url(connection), follow=True).content.decode())
+    assert "Could not reach Kroger" in page
+    assert ApiBudget.objects.get(client=connection.client, api="products").calls == 0
+
+
+def test_a_test_that_timed_out_stays_counted(
+    client: Any, owner: Any, connection: Connection, fake_kroger: FakeKroger
+) -> None:
+    authorize(connection, fake_kroger)
+    fake_kroger.api_delay = 2.5  # the fixture's KROGER_TIMEOUT_SECONDS is 2: it may have arrived
+    client.force_login(owner)
+    client.post(url(connection), follow=True)
+    assert ApiBudget.objects.get(client=connection.client, api="products").calls == 1
