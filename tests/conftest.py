@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.cache import cache
 from django.test import Client
 
 from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
@@ -305,6 +306,9 @@ def page(
 ) -> Iterator[Any]:
     """A fresh browser page on the live portal (plain http on loopback, a secure context for
     Chromium), with settings to fit; the fake Kroger it visits is https."""
+    # Every browser signs in from 127.0.0.1, and allauth counts sign-ins per address in the
+    # cache table, which no test's rollback or flush empties: each test starts from zero.
+    cache.clear()
     settings.SITE_URL = live_server.url
     settings.OAUTH_REDIRECT_URI = f"{live_server.url}/oauth/callback/"
     settings.ALLOWED_HOSTS = ["*"]

@@ -127,3 +127,16 @@ def test_a_form_without_its_csrf_token_is_a_styled_403(owner: Any) -> None:
     assert "reload the page and send the form again" in page
     assert STYLESHEET in page and BACK in page
     assert "CSRF cookie" not in page  # Django's reason is for the log
+
+
+def test_too_many_sign_ins_from_one_address_is_a_page_saying_to_wait(owner: Any) -> None:
+    # allauth allows 30 sign-in attempts a minute from one address; the 31st is refused.
+    for _ in range(30):
+        Client().post("/accounts/login/", {"login": owner.email, "password": "wrong"})
+    response = Client().post("/accounts/login/", {"login": owner.email, "password": "wrong"})
+
+    assert response.status_code == 429
+    page = text(response)
+    assert "<title>Too many attempts · Kroger connections</title>" in page
+    assert "Wait a minute, then try again" in page
+    assert STYLESHEET in page
