@@ -21,18 +21,16 @@ from __future__ import annotations
 import os
 import random
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import harness
+
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "1000"))
 USED = int(os.environ.get("BENCH_USED", "100"))
 USE_EVERY = timedelta(minutes=5)
@@ -49,25 +47,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def configure(db_url: str, kroger_url: str) -> None:
-    from connections_app.crypto import generate_key
-
-    os.environ.update(
-        {
-            "PORTAL_SKIP_DOTENV": "1",
-            "DJANGO_SETTINGS_MODULE": "connections_app.settings",
-            "DATABASE_URL": db_url,
-            "DEBUG": "false",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "ENCRYPTION_KEYS": generate_key("bench"),
-            "SITE_URL": "https://localhost",
-            "KROGER_PRODUCTION_URL": kroger_url,
-            "KROGER_CERTIFICATION_URL": kroger_url,
-            "LOG_LEVEL": "ERROR",
-        }
-    )
 
 
 def seed(fake: Any, clock: Clock) -> list[int]:
@@ -204,24 +183,7 @@ def report(result: dict[str, Any], used: list[int], total_calls: int, seconds: f
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
-    db_url = os.environ.get("TEST_DATABASE_URL")
-    if not db_url:
-        raise SystemExit("bench/keep_alive.py needs TEST_DATABASE_URL (run it via bench/run)")
-    from tests.fakes import tls
-    from tests.fakes.fake_kroger import FakeKroger
-
-    work = Path(tempfile.mkdtemp(prefix="portal-bench-keepalive-"))
-    tls.trust_test_ca(work)
-    fake = FakeKroger().start()
-    try:
-        configure(db_url, fake.url)
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)  # a throwaway database of its own (bench/run)
+    with harness.portal_on_postgres("keep_alive") as (fake, _work):
         clock = Clock(START)
         with mock.patch("django.utils.timezone.now", clock):
             used = seed(fake, clock)
@@ -230,9 +192,6 @@ def main() -> int:
             result = simulate(fake, clock, used)
             seconds = time.perf_counter() - started
             met = report(result, used, len(fake.token_calls), seconds)
-    finally:
-        fake.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0 if met else 1
 
 

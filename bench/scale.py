@@ -21,44 +21,20 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import harness
+
 LARGE = int(os.environ.get("BENCH_LARGE", "100000"))
 SMALL = 100
 DUE = 1000
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "25"))
 CLIENTS = 20
-
-
-def configure(db_url: str, kroger_url: str, static_root: Path) -> None:
-    from connections_app.crypto import generate_key
-
-    os.environ.update(
-        {
-            "PORTAL_SKIP_DOTENV": "1",
-            "DJANGO_SETTINGS_MODULE": "connections_app.settings",
-            "DATABASE_URL": db_url,
-            "DEBUG": "false",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "ENCRYPTION_KEYS": generate_key("bench"),
-            "SITE_URL": "https://localhost",
-            "ALLOWED_HOSTS": "localhost,testserver",
-            "SECURE_SSL_REDIRECT": "false",
-            "KROGER_PRODUCTION_URL": kroger_url,
-            "KROGER_CERTIFICATION_URL": kroger_url,
-            "LOG_LEVEL": "ERROR",
-            "STATIC_ROOT": str(static_root),  # collected below, as in production
-        }
-    )
 
 
 def make_clients(fake: Any) -> list[Any]:
@@ -220,28 +196,18 @@ def timed(action: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
-    db_url = os.environ.get("TEST_DATABASE_URL")
-    if not db_url:
-        raise SystemExit("bench/scale.py needs TEST_DATABASE_URL (run it via bench/run)")
-    from tests.fakes import tls
-    from tests.fakes.fake_kroger import FakeKroger
-
-    work = Path(tempfile.mkdtemp(prefix="portal-bench-scale-"))
-    tls.trust_test_ca(work)
-    fake = FakeKroger().start()
-    try:
-        configure(db_url, fake.url, work / "static")
-        import django
-
-        django.setup()
+    with harness.portal_on_postgres(
+        "scale",
+        ALLOWED_HOSTS="localhost,testserver",
+        SECURE_SSL_REDIRECT="false",
+        STATIC_ROOT="{work}/static",  # collected below, as in production
+    ) as (fake, _work):
         from django.contrib.auth import get_user_model
         from django.core.management import call_command
         from django.test import Client
         from django.test.utils import setup_test_environment
 
         setup_test_environment()  # the test client's template rendering hooks
-        call_command("migrate", verbosity=0)  # a throwaway database of its own (bench/run)
         call_command("collectstatic", "--noinput", verbosity=0)
         from django.contrib.auth.models import Group
 
@@ -322,9 +288,6 @@ def main() -> int:
             f"(goal: at most {allowed}, one per thread per pass and per {max_age} s)"
         )
         met = met and calls == handled == DUE and len(opened) <= allowed
-    finally:
-        fake.stop()
-        shutil.rmtree(work, ignore_errors=True)
     print("goals met" if met else "GOALS MISSED")
     return 0 if met else 1
 
