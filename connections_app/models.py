@@ -1185,6 +1185,39 @@ def locked_row(model: type[Any], where: dict[str, Any]) -> Any:
     return rows[0] if rows else None
 
 
+def _first_row(db: Any, sql: str, params: Any) -> Any:
+    """The first row of ``sql``, or None. On PostgreSQL the statement is prepared on the
+    connection at its first use (server-side binding), so the server parses and plans it
+    once per connection rather than on every call. For the key queries that start every API
+    call this matters: planning them took 0.5 to 0.6 ms, three times as long as running them
+    (EXPLAIN ANALYZE on the bench database). Django's query log and execute wrappers still
+    see the statement; errors are Django's as usual."""
+    if db.vendor != "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    with db.wrap_database_errors:
+        raw = _prepared_cursor_class()(db.connection)
+    cursor = db.make_debug_cursor(raw) if db.queries_logged else db.make_cursor(raw)
+    with cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+@functools.cache
+def _prepared_cursor_class() -> type:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class PreparedCursor(ServerBindingCursor):  # type: ignore[misc, valid-type]
+        def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+            return super().execute(query, params, **{**options, "prepare": True})
+
+    return PreparedCursor
+
+
 def _columns(model: type[models.Model], alias: str, db: Any) -> str:
     quote = db.ops.quote_name
     return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
@@ -1245,9 +1278,7 @@ def _key_and_connection(
             *[code_value, digest, hand_out_at, ConnectionStatus.ONLINE.value, hand_out_at],
             *params,
         ]
-    with db.cursor() as cursor:
-        cursor.execute(_key_and_connection_sql(db.alias, counting), params)
-        row = cursor.fetchone()
+    row = _first_row(db, _key_and_connection_sql(db.alias, counting), params)
     if row is None:
         return None, None, None
     key, connection = _key_and_connection_from(db, row)
@@ -1302,9 +1333,7 @@ def _key_connection_and_call(
         "api": api,
         "hour": _hour(now),
     }
-    with db.cursor() as cursor:
-        cursor.execute(_key_connection_and_call_sql(db.alias), params)
-        row = cursor.fetchone()
+    row = _first_row(db, _key_connection_and_call_sql(db.alias), params)
     if row is None:
         return None, None, None
     key, connection = _key_and_connection_from(db, row)

@@ -548,6 +548,26 @@ def test_a_call_refused_before_it_is_sent_is_not_counted(
 
 
 @pytest.mark.postgres
+def test_the_key_statements_are_planned_once_per_database_connection(
+    client: Client, online: Connection, fake_kroger: FakeKroger
+) -> None:
+    # Planning these statements cost the server more than running them: they are prepared
+    # on the database connection, and later calls only execute them.
+    raw = ServiceKey.create_key(name="Both", connections=[online], may_fetch_tokens=True)[1]
+    token_url = f"/api/v1/connections/{online.code}/token"
+    for _ in range(3):
+        assert call(client, online, "products?filter.term=milk", raw).status_code == 200
+        response = client.get(token_url, headers={"Authorization": f"Bearer {raw}"})
+        assert response.status_code == 200
+    with db_connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert len(prepared) == 2, prepared
+    assert any("connections_app_apibudget" in sql for sql in prepared)  # the proxy's
+    assert any("connections_app_tokenhandout" in sql for sql in prepared)  # the token's
+
+
+@pytest.mark.postgres
 def test_a_call_with_budget_left_costs_one_statement(
     client: Client, online: Connection, proxy_key: str, fake_kroger: FakeKroger
 ) -> None:
