@@ -1209,9 +1209,9 @@ def _first_row(db: Any, sql: str, params: Any) -> Any:
 
 @functools.cache
 def _prepared_cursor_class() -> type:
-    from django.db.backends.postgresql.base import ServerBindingCursor
+    import psycopg  # PostgreSQL only; its plain cursor binds parameters on the server
 
-    class PreparedCursor(ServerBindingCursor):  # type: ignore[misc, valid-type]
+    class PreparedCursor(psycopg.Cursor[Any]):
         def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
             return super().execute(query, params, **{**options, "prepare": True})
 
