@@ -626,26 +626,43 @@ def _send(environment: str, grant: str, call: Callable[[int], T]) -> T:
         status = exc.response.status_code if exc.response is not None else 0
         raise _log(_garbage(environment, status, grant, "a redirect")) from None
     except requests.RequestException as exc:
+        message = (
+            _THROUGH_PROXY.format(env=env)
+            if isinstance(exc, requests.exceptions.ProxyError)
+            else f"Could not reach Kroger ({env}): {type(exc).__name__}. Check this server's "
+            "network and DNS, and the configured Kroger address."
+        )
         raise _log(
-            KrogerError(
-                "network",
-                f"Could not reach Kroger ({env}): {type(exc).__name__}. Check this server's "
-                "network and DNS, and the configured Kroger address.",
-                grant=grant,
-                sent=not _never_sent(exc),
-            )
+            KrogerError("network", message, grant=grant, sent=not _never_sent(exc))
         ) from None
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
-    """Whether requests failed before the request left: no connection could be made (refused,
-    unknown name) or the TLS handshake failed. A dropped connection may have reached Kroger."""
+    """Whether requests failed before the request left (see ``_failed_before_sending``)."""
     if isinstance(exc, requests.exceptions.SSLError):
         return True
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and isinstance(
-        reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError)
-    )
+    return isinstance(exc, requests.ConnectionError) and _failed_before_sending(reason)
+
+
+# urllib3 raises these only before a byte of the request left: no connection could be made
+# (refused, unknown name), the TLS handshake failed, or the outgoing proxy (HTTPS_PROXY) could
+# not be reached or refused the tunnel. A connection dropped later may have reached Kroger.
+_UNSENT = (
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.SSLError,
+    urllib3.exceptions.ProxyError,
+)
+
+
+def _failed_before_sending(error: object) -> bool:
+    return isinstance(error, _UNSENT)
+
+
+_THROUGH_PROXY = (
+    "Could not reach Kroger ({env}) through the outgoing proxy: check HTTPS_PROXY (its address "
+    "and credentials) and NO_PROXY."
+)
 
 
 def _check_transport(environment: str, response: requests.Response, grant: str) -> None:
@@ -804,11 +821,8 @@ def call_api(
             redirect=False,
         )
     except urllib3.exceptions.HTTPError as exc:
-        # The connection was refused, the name did not resolve or the TLS handshake failed:
-        # the call never left. (A NewConnectionError is a ConnectTimeoutError too.)
-        never_sent = isinstance(
-            exc, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError)
-        )
+        # A NewConnectionError is a ConnectTimeoutError too: it never left.
+        never_sent = _failed_before_sending(exc)
         if isinstance(exc, urllib3.exceptions.TimeoutError) and not never_sent:
             raise _log(
                 KrogerError(
@@ -817,13 +831,12 @@ def call_api(
                     f"{settings.KROGER_TIMEOUT_SECONDS} seconds.",
                 )
             ) from None
-        raise _log(
-            KrogerError(
-                "network",
-                f"Could not reach Kroger ({env}): {type(exc).__name__}.",
-                sent=not never_sent,
-            )
-        ) from None
+        message = (
+            _THROUGH_PROXY.format(env=env)
+            if isinstance(exc, urllib3.exceptions.ProxyError)
+            else f"Could not reach Kroger ({env}): {type(exc).__name__}."
+        )
+        raise _log(KrogerError("network", message, sent=not never_sent)) from None
     return ApiAnswer(
         status=response.status,
         body=response.data,
