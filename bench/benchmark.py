@@ -195,9 +195,15 @@ def get(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
 Connect = Callable[[], http.client.HTTPConnection]
 
 
-def load_with(connect: Connect, path: str, headers: dict[str, str], seconds: float) -> Load:
-    """CONCURRENCY threads, each with one keep-alive connection from ``connect``, for
-    ``seconds``."""
+def load_with(
+    connect: Connect,
+    path: str,
+    headers: dict[str, str],
+    seconds: float,
+    clients: int = CONCURRENCY,
+) -> Load:
+    """``clients`` threads (CONCURRENCY unless told), each with one keep-alive connection
+    from ``connect``, for ``seconds``."""
     results: list[tuple[list[float], int]] = []
     lock = threading.Lock()
     start = time.perf_counter()
@@ -224,7 +230,7 @@ def load_with(connect: Connect, path: str, headers: dict[str, str], seconds: flo
         with lock:
             results.append((latencies, errors))
 
-    threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
