@@ -94,23 +94,26 @@ def spend(
     return None
 
 
-def refund(
-    client: OAuthClient, api: str, key: ServiceKey | None = None, now: datetime | None = None
-) -> None:
-    """Take back one call ``spend`` counted that never reached Kroger (no connection could
-    be made), from the budget, the key's quota and this hour's usage, atomically."""
-    now = now or timezone.now()
-    since = now - BUDGET_WINDOW
+def refund(client: OAuthClient, api: str, key: ServiceKey | None, counted_at: datetime) -> None:
+    """Take back one call counted at ``counted_at`` that never reached Kroger (no connection
+    could be made), from the budget, the key's quota and that hour's usage, atomically.
+
+    Only from a window that held the call: one that started after it (the old window ran out
+    and another call opened a new one, or the key's quota was created since) never counted
+    it, and keeps its count."""
+    held_it = {
+        "window_started_at__lte": counted_at,
+        "window_started_at__gt": counted_at - BUDGET_WINDOW,
+        "calls__gt": 0,
+    }
     with transaction.atomic():
-        ApiBudget.objects.filter(
-            client=client, api=api, window_started_at__gt=since, calls__gt=0
-        ).update(calls=F("calls") - 1)
+        ApiBudget.objects.filter(client=client, api=api, **held_it).update(calls=F("calls") - 1)
         if key is not None:
-            KeyQuota.objects.filter(
-                service_key=key, api=api, window_started_at__gt=since, calls__gt=0
-            ).update(calls=F("calls") - 1)
+            KeyQuota.objects.filter(service_key=key, api=api, **held_it).update(
+                calls=F("calls") - 1
+            )
         ApiUsage.objects.filter(
-            hour=now.replace(minute=0, second=0, microsecond=0),
+            hour=counted_at.replace(minute=0, second=0, microsecond=0),
             client=client,
             api=api,
             service_key=key,

@@ -746,7 +746,8 @@ def run_connection_test(connection: Connection, *, actor: Actor) -> ConnectionTe
 def _call_test_endpoint(connection: Connection, endpoint: str, access_token: str) -> ConnectionTest:
     """The test's call, counted against the client's daily budget like every call to Kroger."""
     api = api_for_path(endpoint)
-    refusal = budgets.spend(connection.client, api)
+    counted_at = timezone.now()
+    refusal = budgets.spend(connection.client, api, now=counted_at)
     if refusal is not None:  # transient: the connection itself is fine
         raise kroger.KrogerError("rate_limited", refusal.message)
     try:
@@ -755,7 +756,7 @@ def _call_test_endpoint(connection: Connection, endpoint: str, access_token: str
         if exc.status == 429:
             budgets.kroger_said_spent(connection.client, api, None)
         elif not exc.sent:
-            budgets.refund(connection.client, api)  # it never left: Kroger did not count it
+            budgets.refund(connection.client, api, None, counted_at)  # it never left
         raise
 
 

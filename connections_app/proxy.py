@@ -217,9 +217,11 @@ def _send(
     if counted is not None and counted.api == api:
         key.call_counted = None  # it goes out now: counted once, whatever happens next
         budgets.after_counted(counted, key)
+        counted_at = counted.at
     else:
         take_back(key)
-        refusal = budgets.spend(client, api, key)
+        counted_at = timezone.now()
+        refusal = budgets.spend(client, api, key, counted_at)
         if refusal is not None:
             raise Refused(429, refusal.code, refusal.message, retry_after=refusal.retry_after)
     try:
@@ -235,7 +237,7 @@ def _send(
         if exc.kind == "timeout":  # it may have reached Kroger: it stays counted
             raise Refused(504, "kroger_timeout", exc.message) from None
         if not exc.sent:
-            budgets.refund(client, api, key)  # it never left: Kroger did not count it
+            budgets.refund(client, api, key, counted_at)  # it never left: Kroger did not count it
         raise Refused(502, "kroger_unreachable", exc.message) from None
     if answer.status == 429:
         wait = budgets.kroger_said_spent(client, api, answer.retry_after)

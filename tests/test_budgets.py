@@ -147,6 +147,24 @@ def test_a_new_window_starts_24_hours_after_the_first_call(
     assert timezone.now() - renewed.window_started_at < timedelta(minutes=1)
 
 
+def test_a_refund_comes_only_from_the_windows_that_held_the_call(
+    online: Connection, key: ServiceKey
+) -> None:
+    counted_at = timezone.now() - timedelta(hours=25)
+    assert budgets.spend(online.client, "products", key, counted_at) is None
+    # Since then the window ran out and a new call opened another; the key got a quota.
+    assert budgets.spend(online.client, "products", key) is None
+    KeyQuota.objects.create(service_key=key, api="products", daily_limit=5)
+    assert budgets.spend(online.client, "products", key) is None
+    assert (budget(online.client).calls, KeyQuota.objects.get().calls) == (2, 1)
+    budgets.refund(online.client, "products", key, counted_at)  # that first call never left
+    # Neither the new window nor the quota held it: both keep their counts.
+    assert (budget(online.client).calls, KeyQuota.objects.get().calls) == (2, 1)
+    hour = counted_at.replace(minute=0, second=0, microsecond=0)
+    assert ApiUsage.objects.get(hour=hour, service_key=key).count == 0  # that hour's, not now's
+    assert ApiUsage.objects.exclude(hour=hour).get(service_key=key).count == 2
+
+
 def test_krogers_429_is_passed_on_and_the_api_treated_as_spent_until_the_window_ends(
     client: Client, online: Connection, raw: str, fake_kroger: FakeKroger
 ) -> None:
