@@ -104,17 +104,10 @@ def configure(db_url: str, kroger_url: str) -> None:
 
 
 def seed(fake: Any) -> tuple[Any, Any, str]:
-    from connections_app.models import Connection, GrantType, OAuthClient, Scope, ServiceKey
+    from bench.harness import registered_client
+    from connections_app.models import Connection, Scope, ServiceKey
 
-    secret = secrets.token_urlsafe(16)
-    fake.register_client("bench-app", secret, {"product.compact"})
-    client = OAuthClient.objects.create(
-        name="Bench app",
-        environment="production",
-        grant_type=GrantType.AUTHORIZATION_CODE,
-        client_id="bench-app",
-        client_secret=secret,
-    )
+    client = registered_client(fake, "Bench app", "bench-app")
     made = []
     for name in ("Valid token", "Just expired"):
         connection = Connection.objects.create(name=name, environment="production", client=client)

@@ -65,3 +65,22 @@ def portal_on_postgres(name: str, **extra: str) -> Iterator[tuple[Any, Path]]:
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def registered_client(
+    fake: Any, name: str, client_id: str, *, environment: str = "production", **fields: Any
+) -> Any:
+    """An authorization-code OAuthClient, registered with the fake Kroger (scope
+    product.compact) under ``client_id`` with a fresh secret."""
+    from connections_app.models import GrantType, OAuthClient
+
+    secret = secrets.token_urlsafe(16)
+    fake.register_client(client_id, secret, {"product.compact"})
+    return OAuthClient.objects.create(
+        name=name,
+        environment=environment,
+        grant_type=GrantType.AUTHORIZATION_CODE,
+        client_id=client_id,
+        client_secret=secret,
+        **fields,
+    )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 from unittest import mock
 
 from bench import harness
+from bench.harness import registered_client
 
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "1000"))
 USED = int(os.environ.get("BENCH_USED", "100"))
@@ -53,17 +53,9 @@ def seed(fake: Any, clock: Clock) -> list[int]:
     """The connections, all authorized, tokens lapsed, grants renewed during the last day;
     the first USED of them (by primary key) are the ones in use."""
     from connections_app import renewal_policy
-    from connections_app.models import Connection, GrantType, OAuthClient, Scope
+    from connections_app.models import Connection, Scope
 
-    secret = secrets.token_urlsafe(16)
-    fake.register_client("bench-app", secret, {"product.compact"})
-    client = OAuthClient.objects.create(
-        name="Bench app",
-        environment="production",
-        grant_type=GrantType.AUTHORIZATION_CODE,
-        client_id="bench-app",
-        client_secret=secret,
-    )
+    client = registered_client(fake, "Bench app", "bench-app")
     rng = random.Random(13)  # noqa: S311 (a reproducible spread of times, not a secret)
     rows = []
     for number in range(CONNECTIONS):

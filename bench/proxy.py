@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import secrets
 import ssl
 import sys
 import time
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 
 from bench import benchmark as base
 from bench.benchmark import CONCURRENCY, HOST, SECONDS, Connect, Load, load_with
+from bench.harness import registered_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,20 +90,11 @@ def server_cpu(gunicorn_pid: int, pg_port: str) -> float:
 
 
 def seed(fake: Any) -> tuple[Any, str]:
-    from connections_app.models import Connection, GrantType, OAuthClient, Scope, ServiceKey
+    from connections_app.models import Connection, Scope, ServiceKey
 
-    secret = secrets.token_urlsafe(16)
-    fake.register_client("proxy-bench-app", secret, {"product.compact"})
     # A Partner API app: no daily limits, so the bench never spends its budget (every call is
-    # still counted under the budget row's lock).
-    client = OAuthClient.objects.create(
-        name="Proxy bench app",
-        environment="production",
-        grant_type=GrantType.AUTHORIZATION_CODE,
-        client_id="proxy-bench-app",
-        client_secret=secret,
-        partner_api=True,
-    )
+    # still counted).
+    client = registered_client(fake, "Proxy bench app", "proxy-bench-app", partner_api=True)
     connection = Connection.objects.create(
         name="Proxy bench", environment="production", client=client
     )

@@ -20,7 +20,6 @@ never authorized) and prints:
 from __future__ import annotations
 
 import os
-import secrets
 import statistics
 import sys
 import time
@@ -38,23 +37,15 @@ CLIENTS = 20
 
 
 def make_clients(fake: Any) -> list[Any]:
-    from connections_app.models import GrantType, OAuthClient
-
-    clients = []
-    for number in range(CLIENTS):
-        secret = secrets.token_urlsafe(16)
-        client_id = f"bench-app-{number:02}"
-        fake.register_client(client_id, secret, {"product.compact"})
-        clients.append(
-            OAuthClient.objects.create(
-                name=f"Bench app {number:02}",
-                environment="production" if number % 2 == 0 else "certification",
-                grant_type=GrantType.AUTHORIZATION_CODE,
-                client_id=client_id,
-                client_secret=secret,
-            )
+    return [
+        harness.registered_client(
+            fake,
+            f"Bench app {number:02}",
+            f"bench-app-{number:02}",
+            environment="production" if number % 2 == 0 else "certification",
         )
-    return clients
+        for number in range(CLIENTS)
+    ]
 
 
 def insert(clients: list[Any], start: int, count: int) -> None:
