@@ -22,6 +22,7 @@ from django.test import Client
 
 from connections_app.access import EDIT_PERMISSIONS, EDITORS, VIEW_PERMISSIONS, VIEWERS
 from connections_app.models import Connection, Environment, GrantType, OAuthClient, Scope
+from tests.connection_states import authorize
 from tests.fakes import tls
 from tests.fakes.fake_idp import FakeIdentityProvider
 from tests.fakes.fake_kroger import FakeKroger
@@ -211,6 +212,12 @@ def fake_kroger(settings: Any) -> Iterator[FakeKroger]:
     settings.CONTENT_SECURITY_POLICY = policy
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def online(connection: Connection, fake_kroger: FakeKroger) -> Connection:
+    """``connection``, authorized at the fake Kroger: Online with fresh tokens."""
+    return authorize(connection, fake_kroger)
 
 
 # --- Test identity provider (team SSO) -------------------------------------------------------

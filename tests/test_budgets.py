@@ -25,15 +25,9 @@ from connections_app.models import (
     api_for_path,
 )
 from tests.conftest import client_for
-from tests.connection_states import authorize
 from tests.fakes.fake_kroger import FakeKroger
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def online(connection: Connection, fake_kroger: FakeKroger) -> Connection:
-    return authorize(connection, fake_kroger)
 
 
 @pytest.fixture

@@ -11,18 +11,13 @@ import pytest
 from django.test import Client
 
 from connections_app.models import ApiBudget, ApiUsage, Connection, ServiceKey
-from tests.connection_states import authorize, reloaded
+from tests.connection_states import reloaded
 from tests.fakes.connect_proxy import ConnectProxy
 from tests.fakes.fake_kroger import FakeKroger
 
 pytestmark = pytest.mark.django_db
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
-
-
-@pytest.fixture
-def online(connection: Connection, fake_kroger: FakeKroger) -> Connection:
-    return authorize(connection, fake_kroger)
 
 
 @pytest.fixture
